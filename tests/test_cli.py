@@ -1,0 +1,124 @@
+"""End-to-end tests of the `chadgpt` command: train, sample, resume, and every bad input."""
+import json, os, signal, subprocess, shutil, time
+from pathlib import Path
+import pytest, torch
+from conftest import TINY, chadgpt
+from chadgpt.train import load_model, read_metrics
+
+def test_train_then_sample(home):
+    r = chadgpt('train', '--name', 'tiny', '--max-iters', 30, '--eval-interval', 10, *TINY, home=home)
+    assert r.returncode == 0, r.stderr
+    assert "val loss" in r.stdout
+    d = home/'models'/'tiny'
+    assert sorted(p.name for p in d.iterdir()) == sorted(
+        ['config.json', 'tokenizer.json', 'model.safetensors', 'optimizer.safetensors', 'state.json', 'metrics.jsonl'])
+    assert [m['step'] for m in read_metrics('tiny', home)] == [0, 10, 20, 30]
+    s1 = chadgpt('sample', 'tiny', '--prompt', 'KING:', '--tokens', 64, '--seed', 3, home=home)
+    s2 = chadgpt('sample', 'tiny', '--prompt', 'KING:', '--tokens', 64, '--seed', 3, home=home)
+    s3 = chadgpt('sample', 'tiny', '--prompt', 'KING:', '--tokens', 64, '--seed', 4, home=home)
+    assert s1.returncode == 0, s1.stderr
+    assert s1.stdout.startswith('KING:') and len(s1.stdout) == len('KING:') + 64 + 1
+    assert s1.stdout == s2.stdout != s3.stdout
+
+def test_same_seed_same_run(home):
+    for name in ('a', 'b'):
+        assert chadgpt('train', '--name', name, '--max-iters', 20, '--eval-interval', 10, *TINY, home=home).returncode == 0
+    assert len(read_metrics('a', home)) == 3
+    strip = lambda ms: [{k: v for k, v in m.items() if k != 'elapsed_s'} for m in ms]
+    assert strip(read_metrics('a', home)) == strip(read_metrics('b', home))
+
+def test_reload_gives_identical_logits(home):
+    from chadgpt.train import train, TrainConfig
+    from chadgpt.model import GPTConfig
+    cfg = GPTConfig(block_size=32, n_layer=2, n_head=2, n_embed=32, dropout=0.1)
+    train('m', cfg, TrainConfig(batch_size=8, max_iters=15, eval_interval=15, eval_iters=2, device='cpu'), home=home, progress=False)
+    m1, tok1 = load_model('m', home)
+    m2, tok2 = load_model(home/'models'/'m')   # by folder, too
+    x = torch.randint(tok1.vocab_size, (3, 32))
+    with torch.no_grad(): assert torch.equal(m1(x)[0], m2(x)[0])
+    assert tok1 == tok2 and not m1.training
+    assert m1.lm_head.weight.data_ptr() == m1.token_embedding.weight.data_ptr()  # tying survives the reload
+
+def test_resume_continues_step_count(home):
+    assert chadgpt('train', '--name', 'r', '--max-iters', 20, '--eval-interval', 10, *TINY, home=home).returncode == 0
+    r = chadgpt('train', '--name', 'r', '--resume', '--max-iters', 40, '--quiet', home=home)
+    assert r.returncode == 0, r.stderr
+    assert "to step 40" in r.stdout
+    assert [m['step'] for m in read_metrics('r', home)] == [0, 10, 20, 30, 40]
+    cfg = json.loads((home/'models'/'r'/'config.json').read_text())
+    assert cfg['model']['n_embed'] == 32 and cfg['train']['max_iters'] == 40
+    again = chadgpt('train', '--name', 'r', '--resume', '--quiet', home=home)
+    assert again.returncode == 2 and "already trained to step 40" in again.stderr
+
+def test_ctrl_c_saves_a_checkpoint_and_resume_finishes(home):
+    p = subprocess.Popen([shutil.which('chadgpt'), 'train', '--name', 'int', '--max-iters', '100000', '--eval-interval', '1000',
+                          *TINY], env={**os.environ, 'CHADGPT_HOME': str(home)}, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    state = home/'models'/'int'/'state.json'
+    deadline = time.time() + 60
+    while not (state.exists() and (home/'models'/'int'/'model.safetensors').exists()) and time.time() < deadline: time.sleep(0.2)
+    time.sleep(1.0)
+    p.send_signal(signal.SIGINT)
+    out, err = p.communicate(timeout=60)
+    assert p.returncode == 130, err
+    assert "--resume" in err and "Traceback" not in err
+    st = json.loads(state.read_text())
+    assert st['status'] == 'cancelled' and st['step'] > 0
+    load_model('int', home)
+    r = chadgpt('train', '--name', 'int', '--resume', '--max-iters', st['step'] + 5, '--quiet', home=home)
+    assert r.returncode == 0, r.stderr
+    assert json.loads(state.read_text())['step'] == st['step'] + 5
+
+def test_killed_run_leaves_a_loadable_model(home):
+    p = subprocess.Popen([shutil.which('chadgpt'), 'train', '--name', 'k', '--max-iters', '100000', '--eval-interval', '5',
+                          *TINY], env={**os.environ, 'CHADGPT_HOME': str(home)}, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    metrics = home/'models'/'k'/'metrics.jsonl'
+    deadline = time.time() + 60
+    while not (metrics.exists() and len(metrics.read_text().splitlines()) >= 4) and time.time() < deadline: time.sleep(0.05)
+    p.kill(); p.wait()
+    load_model('k', home)   # the weights on disk are always a complete checkpoint
+    r = chadgpt('train', '--name', 'k', '--resume', '--max-iters', json.loads((home/'models'/'k'/'state.json').read_text())['step'] + 5,
+                '--quiet', home=home)
+    assert r.returncode == 0, r.stderr
+
+BAD = [
+    (['train', '--dataset', 'nosuch'], "unknown dataset 'nosuch'"),
+    (['train', '--dataset', 'empty.txt'], "is empty"),
+    (['train', '--dataset', 'latin1.txt'], "not UTF-8"),
+    (['train', '--n-embed', '100', '--n-head', '6'], "n_embed (100) must be divisible by n_head (6)"),
+    (['train', '--n_embed', '100', '--n_head', '6'], "n_embed (100) must be divisible by n_head (6)"),
+    (['train', '--n-layer', '0'], "n_layer must be a positive integer"),
+    (['train', '--n-embed', '-32'], "n_embed must be a positive integer"),
+    (['train', '--block-size', '0'], "block_size must be a positive integer"),
+    (['train', '--batch-size', '0'], "batch_size must be >= 1"),
+    (['train', '--max-iters', '-1'], "max_iters must be >= 1"),
+    (['train', '--eval-interval', '0'], "eval_interval must be >= 1"),
+    (['train', '--eval-iters', '0'], "eval_iters must be >= 1"),
+    (['train', '--learning-rate', '0'], "learning_rate must be > 0"),
+    (['train', '--dropout', '1'], "dropout must be in [0, 1)"),
+    (['train', '--dropout', '-0.1'], "dropout must be in [0, 1)"),
+    (['train', '--block-size', '2000000'], "fewer than block_size + 1"),
+    (['train', '--dataset', 'short.txt', '--block-size', '64'], "fewer than block_size + 1"),
+    (['train', '--device', 'tpu'], "device must be"),
+    (['train', '--n-layer', 'x'], "invalid int value"),
+    (['train', '--name', '../up'], "invalid model name"),
+    (['train', '--resume', '--name', 'ghost'], "unknown model 'ghost'"),
+    (['sample', 'ghost'], "unknown model 'ghost'"),
+    (['sample', 'tiny', '--temperature', '-1'], "temperature must be"),
+    (['sample', 'tiny', '--top-k', '0'], "top_k must be a positive integer"),
+    (['sample', 'tiny', '--tokens', '-5'], "max_new_tokens must be a non-negative integer"),
+    (['sample', 'tiny', '--prompt', '€'], "'€' (U+20AC) at position 0"),
+    (['frobnicate'], "invalid choice"),
+]
+
+@pytest.mark.parametrize('argv,message', BAD, ids=[' '.join(a) for a, _ in BAD])
+def test_bad_input_exits_2_with_one_line(home, argv, message):
+    (home/'data'/'empty.txt').write_text('')
+    (home/'data'/'latin1.txt').write_bytes('\xe9t\xe9'.encode('latin-1'))
+    (home/'data'/'short.txt').write_text('to be or not to be, that is the question' * 2)
+    if argv[0] == 'sample' and argv[1] == 'tiny':
+        assert chadgpt('train', '--name', 'tiny', '--max-iters', '2', '--eval-interval', '2', *TINY, home=home).returncode == 0
+    r = chadgpt(*argv, home=home)
+    assert r.returncode == 2, (r.stdout, r.stderr)
+    assert message in r.stderr
+    assert r.stderr.count('\n') == 1 and 'Traceback' not in r.stderr, r.stderr
+    assert not (home/'models'/'..'/'up').exists()
