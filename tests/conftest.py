@@ -1,7 +1,7 @@
 """Shared fixtures: a fresh chadgpt home with Tiny Shakespeare copied in (tests never download)."""
-import hashlib, os, shutil, subprocess, sys
+import hashlib, os, signal, socket, shutil, subprocess, sys, time
 from pathlib import Path
-import pytest
+import httpx, pytest
 
 REPO = Path(__file__).resolve().parents[1]
 SHA256 = '86c4e6aa9db7c042ec79f339dcb96d42b0075e16b8fc2e86bf0ca57e2dc565ed'
@@ -32,3 +32,48 @@ def chadgpt(*args, home=None, timeout=300, **kw) -> subprocess.CompletedProcess:
     exe = shutil.which('chadgpt')
     assert exe, "the chadgpt console script is not installed (pip install -e .)"
     return subprocess.run([exe, *map(str, args)], capture_output=True, text=True, env=env, timeout=timeout, **kw)
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(('127.0.0.1', 0))
+        return s.getsockname()[1]
+
+class Server:
+    "A `chadgpt serve` subprocess over `home`, with an httpx client pointed at it."
+    def __init__(self, home:Path, *args, env=None):
+        self.home, self.port = home, free_port()
+        self.url = f'http://127.0.0.1:{self.port}'
+        self.log = open(home/f'server-{self.port}.log', 'w+')
+        exe = shutil.which('chadgpt')
+        assert exe, "the chadgpt console script is not installed (pip install -e .)"
+        self.proc = subprocess.Popen([exe, 'serve', '--port', str(self.port), '--home', str(home), *args],
+                                     stdout=self.log, stderr=subprocess.STDOUT, env={**os.environ, **(env or {})})
+        self.client = httpx.Client(base_url=self.url, timeout=60)
+        deadline = time.monotonic() + 60
+        while True:
+            if self.proc.poll() is not None: pytest.fail(f"server exited with {self.proc.returncode}:\n{self.output()}")
+            try:
+                if self.client.get('/ds').status_code == 200: break
+            except httpx.TransportError: pass
+            if time.monotonic() > deadline: pytest.fail(f"server did not start in 60 s:\n{self.output()}")
+            time.sleep(0.2)
+
+    def output(self) -> str:
+        self.log.flush(); self.log.seek(0)
+        return self.log.read()
+
+    def wait(self, name, states=('done', 'failed', 'cancelled'), timeout=240, until=None) -> dict:
+        "Poll `GET /lm/{name}/status` until the state is one of `states` (or `until(status)` holds)."
+        deadline = time.monotonic() + timeout
+        while True:
+            st = self.client.get(f'/lm/{name}/status').json()
+            if (until(st) if until else st['state'] in states): return st
+            assert time.monotonic() < deadline, f"timed out waiting for {name}: {st}"
+            time.sleep(0.2)
+
+    def stop(self, sig=signal.SIGTERM):
+        if self.proc.poll() is None:
+            self.proc.send_signal(sig)
+            try: self.proc.wait(30)
+            except subprocess.TimeoutExpired: self.proc.kill(); self.proc.wait()
+        self.client.close()

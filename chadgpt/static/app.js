@@ -1,0 +1,245 @@
+// The chadgpt web page: a thin client of the REST API (no build step, no dependencies).
+'use strict';
+const $ = (id) => document.getElementById(id);
+const KEYS = ['n_layer', 'n_embed', 'n_head', 'block_size', 'dropout', 'learning_rate', 'max_iters', 'batch_size',
+              'eval_interval', 'eval_iters'];
+const state = { rules: {}, model: null, poll: null, batch: [], source: null };
+
+// ---- talking to the API -------------------------------------------------------------------------------
+async function api(method, path, body) {
+  const headers = {};
+  const key = $('api-key').value;
+  if (key) headers['X-API-Key'] = key;
+  const init = { method, headers };
+  if (body instanceof FormData) init.body = body;
+  else if (body !== undefined) { headers['Content-Type'] = 'application/json'; init.body = JSON.stringify(body); }
+  const r = await fetch(path, init);
+  let data = null;
+  try { data = await r.json(); } catch (e) { /* not JSON */ }
+  if (!r.ok) throw new Error((data && data.detail) || `${r.status} ${r.statusText}`);
+  return data;
+}
+function say(id, text, error = false) { const el = $(id); el.textContent = text; el.classList.toggle('error', error); }
+const enc = encodeURIComponent;
+
+// ---- datasets -----------------------------------------------------------------------------------------
+async function loadDatasets(select) {
+  const names = await api('GET', 'ds');
+  const sel = $('dataset');
+  const keep = select || sel.value;
+  sel.replaceChildren(...names.map((n) => new Option(n, n)));
+  if (names.includes(keep)) sel.value = keep;
+  showDatasetInfo();
+}
+async function showDatasetInfo() {
+  const name = $('dataset').value;
+  if (!name) return;
+  try {
+    const d = await api('GET', `ds/${enc(name)}`);
+    $('dataset-info').textContent = d.characters == null ? `${d.bytes.toLocaleString()} bytes (downloaded on first use)`
+      : `${d.characters.toLocaleString()} characters, vocabulary of ${d.vocab_size}`;
+  } catch (e) { $('dataset-info').textContent = e.message; }
+}
+$('dataset').addEventListener('change', showDatasetInfo);
+$('upload-form').addEventListener('submit', async (ev) => {
+  ev.preventDefault();
+  const file = $('upload-file').files[0];
+  if (!file) return say('data-message', 'choose a text file first', true);
+  const form = new FormData();
+  form.append('file', file);
+  const name = $('upload-name').value.trim() || file.name;
+  form.append('name', name);
+  form.append('overwrite', $('upload-overwrite').checked ? 'true' : 'false');
+  $('upload-button').disabled = true;
+  try {
+    const r = await api('POST', 'ds/upload', form);
+    say('data-message', r.message);
+    await loadDatasets(name);
+  } catch (e) { say('data-message', e.message, true); }
+  finally { $('upload-button').disabled = false; }
+});
+$('delete-dataset').addEventListener('click', async () => {
+  const name = $('dataset').value;
+  if (!name || !confirm(`Delete dataset ${name}?`)) return;
+  try { say('data-message', (await api('DELETE', `ds/${enc(name)}`)).message); await loadDatasets(); }
+  catch (e) { say('data-message', e.message, true); }
+});
+
+// ---- hyperparameters: ranges and defaults come from the API's own schema --------------------------------
+async function buildControls() {
+  const spec = await api('GET', 'openapi.json');
+  const props = spec.components.schemas.Hyperparameters.properties;
+  const grid = $('hyperparameters');
+  for (const k of KEYS) {
+    const p = props[k];
+    const t = (p.anyOf || [p]).find((x) => x.type && x.type !== 'null');
+    const rule = { integer: t.type === 'integer', min: t.minimum, max: t.maximum, xmin: t.exclusiveMinimum, xmax: t.exclusiveMaximum };
+    state.rules[k] = rule;
+    const input = document.createElement('input');
+    Object.assign(input, { id: `hp-${k}`, type: 'number', value: (p.examples || [''])[0], step: rule.integer ? 1 : 'any' });
+    if (rule.min !== undefined) input.min = rule.min;
+    if (rule.max !== undefined) input.max = rule.max;
+    input.addEventListener('input', validate);
+    const label = document.createElement('label');
+    label.append(k, input);
+    grid.append(label);
+  }
+  validate();
+}
+function hyperparameters() {
+  const out = {};
+  for (const k of KEYS) { const v = $(`hp-${k}`).value; if (v !== '') out[k] = Number(v); }
+  return out;
+}
+function validate() {  // the same rules the server applies; it checks again anyway
+  const errors = [];
+  const hp = hyperparameters();
+  for (const k of KEYS) {
+    const r = state.rules[k], v = hp[k], input = $(`hp-${k}`);
+    let bad = null;
+    if (v === undefined || Number.isNaN(v)) bad = `${k} is required`;
+    else if (r.integer && !Number.isInteger(v)) bad = `${k} must be a whole number`;
+    else if (r.min !== undefined && v < r.min) bad = `${k} must be at least ${r.min}`;
+    else if (r.xmin !== undefined && v <= r.xmin) bad = `${k} must be greater than ${r.xmin}`;
+    else if (r.max !== undefined && v > r.max) bad = `${k} must be at most ${r.max}`;
+    else if (r.xmax !== undefined && v >= r.xmax) bad = `${k} must be less than ${r.xmax}`;
+    input.classList.toggle('invalid', !!bad);
+    if (bad) errors.push(bad);
+  }
+  if (!errors.length && hp.n_embed % hp.n_head) errors.push(`n_embed (${hp.n_embed}) must be divisible by n_head (${hp.n_head})`);
+  if (!/^[A-Za-z0-9_][A-Za-z0-9_.-]{0,63}$/.test($('model-name').value) || $('model-name').value.includes('..'))
+    errors.push("model name: up to 64 letters, digits, '-', '_' or '.', not starting with '.'");
+  say('train-message', errors.join('; '), errors.length > 0);
+  $('train-button').disabled = errors.length > 0 || training();
+  return errors.length === 0;
+}
+$('model-name').addEventListener('input', validate);
+const training = () => state.status && ['queued', 'running'].includes(state.status.state);
+
+// ---- training -----------------------------------------------------------------------------------------
+$('train-button').addEventListener('click', async () => {
+  if (!validate()) return;
+  const name = $('model-name').value;
+  const body = { dataset: $('dataset').value, tokenizer: 'character', hyperparameters: hyperparameters(),
+                 resume: $('resume').checked };
+  $('train-button').disabled = true;
+  try {
+    state.status = await api('POST', `lm/${enc(name)}/train`, body);
+    state.model = name; state.batch = [];
+    say('train-message', `training ${name} on ${body.dataset}`);
+    $('cancel-button').disabled = false;
+    watch(name);
+  } catch (e) { say('train-message', e.message, true); validate(); }
+});
+$('cancel-button').addEventListener('click', async () => {
+  $('cancel-button').disabled = true;
+  say('train-message', 'stopping after this step...');
+  try { await api('POST', `lm/${enc(state.model)}/cancel`); } catch (e) { say('train-message', e.message, true); }
+});
+function fmt(x, digits = 3) { return x == null ? '–' : Number(x).toFixed(digits); }
+function watch(name) {
+  clearTimeout(state.poll);
+  const tick = async () => {
+    let st;
+    try { st = await api('GET', `lm/${enc(name)}/status`); } catch (e) { say('train-message', e.message, true); return; }
+    state.status = st;
+    if (st.loss != null && (!state.batch.length || state.batch[state.batch.length - 1][0] !== st.step)) state.batch.push([st.step, st.loss]);
+    $('progress').max = st.max_iters || 1; $('progress').value = st.step;
+    const eta = st.eta_s == null ? '–' : st.eta_s < 120 ? `${st.eta_s.toFixed(0)} s` : `${(st.eta_s / 60).toFixed(1)} min`;
+    $('train-status').textContent = `${st.state} · step ${st.step}/${st.max_iters} · loss ${fmt(st.loss)} · val ${fmt(st.val_loss)}`
+      + ` · ${st.tokens_per_s == null ? '–' : Math.round(st.tokens_per_s).toLocaleString()} tokens/s · ETA ${eta}`;
+    try { drawChart((await api('GET', `lm/${enc(name)}`)).metrics); } catch (e) { /* model folder not written yet */ }
+    if (['queued', 'running'].includes(st.state)) { state.poll = setTimeout(tick, 700); return; }
+    $('cancel-button').disabled = true;
+    validate();
+    say('train-message', st.state === 'done' ? `done: ${name} trained to step ${st.step}`
+      : st.state === 'cancelled' ? `stopped at step ${st.step}; the checkpoint is saved` : `failed: ${st.error}`, st.state === 'failed');
+    loadModels(name);
+  };
+  tick();
+}
+
+// ---- the loss chart (SVG) -----------------------------------------------------------------------------
+function drawChart(metrics) {
+  const svg = $('loss-chart'), W = 600, H = 260, L = 48, R = 12, T = 14, B = 30;
+  const series = { batch: state.batch, train: metrics.map((m) => [m.step, m.train_loss]), val: metrics.map((m) => [m.step, m.val_loss]) };
+  const all = [...series.batch, ...series.train, ...series.val];
+  if (!all.length) { svg.innerHTML = ''; return; }
+  const xs = all.map((p) => p[0]), ys = all.map((p) => p[1]);
+  const x0 = 0, x1 = Math.max(1, ...xs), y0 = Math.min(...ys) * 0.95, y1 = Math.max(...ys) * 1.02;
+  const sx = (x) => L + (x - x0) / (x1 - x0) * (W - L - R), sy = (y) => H - B - (y - y0) / ((y1 - y0) || 1) * (H - T - B);
+  const path = (pts) => pts.map((p) => `${sx(p[0]).toFixed(1)},${sy(p[1]).toFixed(1)}`).join(' ');
+  let s = `<line class="axis" x1="${L}" y1="${H - B}" x2="${W - R}" y2="${H - B}"/><line class="axis" x1="${L}" y1="${T}" x2="${L}" y2="${H - B}"/>`;
+  for (let i = 0; i <= 4; i++) {
+    const y = y0 + (y1 - y0) * i / 4, x = x0 + (x1 - x0) * i / 4;
+    s += `<text x="${L - 6}" y="${sy(y) + 4}" text-anchor="end">${y.toFixed(2)}</text>`;
+    s += `<text x="${sx(x)}" y="${H - B + 16}" text-anchor="middle">${Math.round(x)}</text>`;
+  }
+  for (const k of ['batch', 'train', 'val']) {
+    if (!series[k].length) continue;
+    s += `<polyline class="${k}" points="${path(series[k])}"/>`;
+    if (k !== 'batch') s += series[k].map((p) => `<circle class="${k}" r="3" cx="${sx(p[0]).toFixed(1)}" cy="${sy(p[1]).toFixed(1)}"/>`).join('');
+  }
+  s += `<text x="${W - R}" y="${T + 6}" text-anchor="end">— train (blue) · val (orange) · batch (light)</text>`;
+  svg.innerHTML = s;
+}
+
+// ---- models -------------------------------------------------------------------------------------------
+async function loadModels(select) {
+  const names = await api('GET', 'lm');
+  const rows = await Promise.all(names.map(async (n) => {
+    try { return [n, await api('GET', `lm/${enc(n)}/status`)]; } catch (e) { return [n, { state: '?', step: '' }]; }
+  }));
+  const sel = $('gen-model'), keep = select || sel.value;
+  sel.replaceChildren(...names.map((n) => new Option(n, n)));
+  if (names.includes(keep)) sel.value = keep;
+  $('model-list').replaceChildren(...rows.map(([n, st]) => {
+    const tr = document.createElement('tr');
+    tr.dataset.name = n;
+    for (const v of [n, st.state, st.step, fmt(st.val_loss)]) { const td = document.createElement('td'); td.textContent = v; tr.append(td); }
+    const td = document.createElement('td'), del = document.createElement('button');
+    del.textContent = 'Delete'; del.className = 'danger';
+    del.addEventListener('click', async (ev) => {
+      ev.stopPropagation();
+      if (!confirm(`Delete model ${n}?`)) return;
+      try { await api('DELETE', `lm/${enc(n)}`); loadModels(); } catch (e) { alert(e.message); }
+    });
+    td.append(del); tr.append(td);
+    tr.addEventListener('click', () => { sel.value = n; $('model-name').value = n; validate(); });
+    return tr;
+  }));
+}
+
+// ---- generation, streamed with Server-Sent Events -----------------------------------------------------
+$('generate-button').addEventListener('click', async () => {
+  const name = $('gen-model').value;
+  if (!name) return say('gen-message', 'train a model first', true);
+  const q = new URLSearchParams({ tokens: $('gen-tokens').value || '500', temperature: $('gen-temperature').value || '0.8',
+                                  prompt: $('gen-prompt').value, stream: 'true' });
+  for (const [k, id] of [['top_k', 'gen-top-k'], ['top_p', 'gen-top-p'], ['seed', 'gen-seed']]) if ($(id).value !== '') q.set(k, $(id).value);
+  const url = `lm/${enc(name)}/eval?${q}`;
+  // EventSource hides error bodies, so a failed request is retried once with fetch to show the server's message
+  const check = await fetch(url.replace('stream=true', 'stream=false').replace(/tokens=\d+/, 'tokens=1'));
+  if (!check.ok) { say('gen-message', (await check.json()).detail || check.statusText, true); return; }
+  say('gen-message', '');
+  $('gen-output').textContent = $('gen-prompt').value;
+  $('generate-button').disabled = true; $('stop-generate').disabled = false;
+  const src = state.source = new EventSource(url);
+  const finish = (msg, error) => { src.close(); $('generate-button').disabled = false; $('stop-generate').disabled = true; if (msg) say('gen-message', msg, error); };
+  src.onmessage = (ev) => { $('gen-output').textContent += JSON.parse(ev.data).text; };
+  src.addEventListener('done', (ev) => finish(`${JSON.parse(ev.data).tokens} characters`));
+  src.addEventListener('error', (ev) => finish(ev.data ? JSON.parse(ev.data).detail : 'the connection was lost', true));
+});
+$('stop-generate').addEventListener('click', () => {
+  if (state.source) state.source.close();
+  $('generate-button').disabled = false; $('stop-generate').disabled = true;
+  say('gen-message', 'stopped');
+});
+
+// ---- start --------------------------------------------------------------------------------------------
+$('api-key').value = localStorage.getItem('chadgpt-api-key') || '';
+$('api-key').addEventListener('change', () => localStorage.setItem('chadgpt-api-key', $('api-key').value));
+(async () => {
+  try { await Promise.all([loadDatasets(), buildControls(), loadModels()]); }
+  catch (e) { say('data-message', `cannot reach the chadgpt API: ${e.message}`, true); }
+})();

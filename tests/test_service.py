@@ -1,0 +1,249 @@
+"""The REST service end to end: a real `chadgpt serve` process on a loopback port, driven with httpx."""
+import json, os, signal, socket, subprocess, shutil, sys, time
+from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
+import httpx, pytest
+from conftest import Server
+
+# a model small enough to train in a couple of seconds on a 2-core CPU
+TINY = {'block_size': 32, 'n_head': 2, 'n_embed': 32, 'n_layer': 1, 'batch_size': 8, 'eval_iters': 2}
+
+# the body of the original ChadGPT example request, unchanged (the lecture configuration)
+SEED_BODY = {"dataset": "shakespeare", "tokenizer": "character",
+             "hyperparameters": {"vocab_size": 65, "block_size": 256, "n_heads": 6, "n_embed": 384, "n_layer": 6,
+                                 "dropout": 0.2, "batch_size": 64, "max_iters": 5000, "learning_rate": 3e-4,
+                                 "eval_interval": 500, "eval_iters": 200}}
+
+@pytest.fixture
+def server(home):
+    s = Server(home)
+    yield s
+    s.stop()
+
+def train_body(dataset='shakespeare', **hp):
+    return {'dataset': dataset, 'tokenizer': 'character', 'hyperparameters': {**TINY, **hp}}
+
+def sse_events(lines):
+    "Parse Server-Sent Events into `(event, data)` pairs."
+    event, out = 'message', []
+    for line in lines:
+        if line.startswith('event:'): event = line[6:].strip()
+        elif line.startswith('data:'): out.append((event, json.loads(line[5:]))); event = 'message'
+    return out
+
+def test_upload_train_status_eval_delete(server, shakespeare):
+    c = server.client
+    assert c.get('/ds').json() == ['shakespeare']           # its file in data/ is the built-in, not listed twice
+    text = shakespeare.read_text()[:50_000]
+    r = c.post('/ds/upload', files={'file': ('plays.txt', text.encode())})
+    assert r.status_code == 201, r.text
+    assert 'plays.txt' in r.json()['message'] and 'plays.txt' in c.get('/ds').json()
+    info = c.get('/ds/plays.txt').json()
+    assert info['characters'] == len(text) and info['vocab_size'] == len(set(text))
+
+    r = c.post('/lm/tiny/train', json=train_body('plays.txt', max_iters=40, eval_interval=20))
+    assert r.status_code == 202, r.text
+    assert r.json()['state'] in ('queued', 'running') and r.json()['max_iters'] == 40
+    seen = set()
+    st = server.wait('tiny', until=lambda s: seen.add(s['state']) or s['state'] in ('done', 'failed', 'cancelled'))
+    assert st['state'] == 'done', st
+    assert st['step'] == 40 and st['val_loss'] < 4.5 and st['tokens_per_s'] > 0
+    assert 'tiny' in c.get('/lm').json()
+    m = c.get('/lm/tiny').json()
+    assert m['config']['dataset'] == 'plays.txt'                     # the dataset named is the one trained on
+    assert m['tokenizer']['vocab_size'] == info['vocab_size'] == m['config']['model']['vocab_size']
+    assert [x['step'] for x in m['metrics']] == [0, 20, 40]
+
+    r = c.get('/lm/tiny/eval', params={'tokens': 300, 'seed': 7, 'prompt': 'ROMEO:'})
+    assert r.status_code == 200, r.text
+    plain = r.json()['eval']
+    assert isinstance(plain, str) and len(plain) == 300 and set(plain) <= set(text)
+    assert c.get('/lm/tiny/eval', params={'tokens': 300, 'seed': 7, 'prompt': 'ROMEO:'}).json()['eval'] == plain
+    lines = c.get('/lm/tiny/eval', params={'tokens': 300, 'seed': 7, 'prompt': 'ROMEO:', 'split_newlines': True}).json()['eval']
+    assert lines == plain.split('\n')
+
+    with c.stream('GET', '/lm/tiny/eval', params={'tokens': 300, 'seed': 7, 'prompt': 'ROMEO:', 'stream': True}) as r:
+        assert r.status_code == 200 and r.headers['content-type'].startswith('text/event-stream')
+        events = sse_events(r.iter_lines())
+    pieces = [d['text'] for e, d in events if e == 'message']
+    assert len(pieces) == 300 and ''.join(pieces) == plain             # streamed piece by piece, same text
+    assert events[-1] == ('done', {'tokens': 300})
+
+    assert c.delete('/lm/tiny').status_code == 200
+    assert c.get('/lm/tiny').status_code == 404 and 'tiny' not in c.get('/lm').json()
+    assert not (server.home/'models'/'tiny').exists()
+    assert c.delete('/ds/plays.txt').status_code == 200
+    assert 'plays.txt' not in c.get('/ds').json()
+
+def test_seed_request_body_is_accepted_unchanged(server):
+    "The original example request starts a real job (202); the lecture model is big, so cancel it."
+    c = server.client
+    r = c.post('/lm/shakespeare/train', json=SEED_BODY)
+    assert r.status_code == 202, r.text
+    assert r.json()['max_iters'] == 5000
+    assert c.post('/lm/shakespeare/train', json=SEED_BODY).status_code == 409   # already training
+    cfg = c.get('/lm/shakespeare').json()['config']
+    assert cfg['model'] | {'vocab_size': 65} == {**cfg['model'], 'block_size': 256, 'n_head': 6, 'n_embed': 384,
+                                                'n_layer': 6, 'dropout': 0.2}
+    assert cfg['train']['learning_rate'] == 3e-4 and cfg['train']['batch_size'] == 64
+    r = c.post('/lm/shakespeare/cancel')
+    assert r.status_code == 200, r.text
+    st = server.wait('shakespeare', ('cancelled',), timeout=120)
+    assert st['step'] < 5000
+    assert c.post('/lm/shakespeare/cancel').status_code == 409          # nothing to cancel now
+
+def test_vocab_size_mismatch_is_not_an_error(server):
+    r = server.client.post('/lm/v/train', json=train_body(vocab_size=1000, max_iters=5, eval_interval=5))
+    assert r.status_code == 202, r.text
+    assert server.wait('v')['state'] == 'done'
+    assert server.client.get('/lm/v').json()['config']['model']['vocab_size'] == 65
+
+BAD = [  # (method, path, request kwargs, status, words the message must contain)
+    ('post', '/lm/m/train', {'json': train_body(n_embed=30, n_head=4)}, 422, 'divisible'),
+    ('post', '/lm/m/train', {'json': {'hyperparameters': {'n_embed': 32, 'n_heads': 3}}}, 422, 'divisible'),
+    ('post', '/lm/m/train', {'json': train_body(n_heads=2)}, 422, 'n_heads'),   # n_head and n_heads both given
+    ('post', '/lm/m/train', {'json': train_body(dropout=1.0)}, 422, 'dropout'),
+    ('post', '/lm/m/train', {'json': train_body(n_layer=0)}, 422, 'n_layer'),
+    ('post', '/lm/m/train', {'json': train_body(block_size=-4)}, 422, 'block_size'),
+    ('post', '/lm/m/train', {'json': train_body(learning_rate=0)}, 422, 'learning_rate'),
+    ('post', '/lm/m/train', {'json': train_body(max_iters='lots')}, 422, 'max_iters'),
+    ('post', '/lm/m/train', {'json': train_body(n_embd=32)}, 422, 'n_embd'),
+    ('post', '/lm/m/train', {'json': {**train_body(), 'tokenizer': 'bpe'}}, 422, 'tokenizer'),
+    ('post', '/lm/m/train', {'json': train_body('no-such-data')}, 404, 'no-such-data'),
+    ('post', '/lm/m/train', {'json': train_body(n_layer=48, n_embed=2048, block_size=2048, batch_size=1024)}, 422, 'GiB'),
+    ('post', '/lm/m/train', {'content': b'{not json', 'headers': {'content-type': 'application/json'}}, 422, 'JSON'),
+    ('post', '/lm/m/train', {'json': {**train_body(), 'resume': True}}, 404, "'m'"),
+    ('post', '/lm/.hidden/train', {'json': train_body()}, 422, 'invalid model name'),
+    ('get', '/lm/nope', {}, 404, "'nope'"),
+    ('get', '/lm/nope/status', {}, 404, "'nope'"),
+    ('get', '/lm/nope/eval', {}, 404, "'nope'"),
+    ('post', '/lm/nope/cancel', {}, 404, "'nope'"),
+    ('delete', '/lm/nope', {}, 404, "'nope'"),
+    ('get', '/lm/nope/eval', {'params': {'tokens': 10_001}}, 422, 'tokens'),
+    ('get', '/lm/nope/eval', {'params': {'tokens': 0}}, 422, 'tokens'),
+    ('get', '/lm/nope/eval', {'params': {'top_p': 0}}, 422, 'top_p'),
+    ('get', '/lm/nope/eval', {'params': {'temperature': -1}}, 422, 'temperature'),
+    ('get', '/ds/nope.txt', {}, 404, "'nope.txt'"),
+    ('delete', '/ds/nope.txt', {}, 404, "'nope.txt'"),
+    ('get', '/ds/%2E%2E', {}, 422, 'invalid dataset name'),
+    ('post', '/ds/upload', {'files': {'file': ('bin.txt', b'\xff\xfe\x00abc')}}, 422, 'UTF-8'),
+    ('post', '/ds/upload', {'files': {'file': ('empty.txt', b'')}}, 422, 'empty'),
+    ('post', '/ds/upload', {'files': {'file': ('x.txt', b'hello')}, 'data': {'name': '../x'}}, 422, 'invalid dataset name'),
+    ('post', '/ds/upload', {'files': {'file': ('x.txt', b'hello')}, 'data': {'name': 'shakespeare'}}, 409, 'built-in'),
+    ('post', '/ds/upload', {'data': {'name': 'x'}}, 422, 'file'),
+]
+
+@pytest.mark.parametrize('method,path,kw,status,words', BAD, ids=[f"{m} {p} {i}" for i, (m, p, *_) in enumerate(BAD)])
+def test_bad_input_is_a_json_error(server, method, path, kw, status, words):
+    r = server.client.request(method, path, **kw)
+    assert r.status_code == status, r.text
+    detail = r.json()['detail']
+    assert isinstance(detail, str) and words in detail
+    assert not (server.home/'models'/'m').exists()                    # a refused request changes nothing
+
+def test_upload_rules(home):
+    s = Server(home, '--max-upload-mb', '0.01')
+    try:
+        c = s.client
+        assert c.post('/ds/upload', files={'file': ('a.txt', b'first')}).status_code == 201
+        r = c.post('/ds/upload', files={'file': ('a.txt', b'second')})
+        assert r.status_code == 409 and 'overwrite' in r.json()['detail']
+        assert c.post('/ds/upload', files={'file': ('a.txt', b'second')}, data={'overwrite': 'true'}).status_code == 201
+        assert (home/'data'/'a.txt').read_text() == 'second'
+        r = c.post('/ds/upload', files={'file': ('big.txt', b'x' * 20_000)})
+        assert r.status_code == 413 and '10,000-byte limit' in r.json()['detail']
+        r = c.post('/ds/upload', files={'file': ('huge.txt', b'x' * 3_000_000)})
+        assert r.status_code == 413
+        assert sorted(p.name for p in (home/'data').iterdir()) == ['a.txt', 'tinyshakespeare.txt']  # no partial files
+    finally: s.stop()
+
+def test_api_key_guards_every_change(home):
+    s = Server(home, env={'CHADGPT_API_KEY': 's3cret'})
+    try:
+        c = s.client
+        assert c.get('/ds').status_code == 200 and c.get('/lm').status_code == 200   # reading needs no key
+        for method, path, kw in [('post', '/ds/upload', {'files': {'file': ('a.txt', b'hi')}}), ('delete', '/ds/a.txt', {}),
+                                 ('post', '/lm/k/train', {'json': train_body(max_iters=5)}), ('post', '/lm/k/cancel', {}),
+                                 ('delete', '/lm/k', {})]:
+            for headers in ({}, {'X-API-Key': 'wrong'}):
+                r = c.request(method, path, headers=headers, **kw)
+                assert r.status_code == 401 and 'API key' in r.json()['detail'], (method, path, r.text)
+        assert c.post('/ds/upload', files={'file': ('a.txt', b'hi there')}, headers={'X-API-Key': 's3cret'}).status_code == 201
+        r = c.post('/lm/k/train', json=train_body(max_iters=5, eval_interval=5), headers={'Authorization': 'Bearer s3cret'})
+        assert r.status_code == 202, r.text
+    finally: s.stop()
+
+def test_cors_is_off_by_default_and_configurable(home):
+    s = Server(home, '--cors-origin', 'http://allowed.example')
+    try:
+        pre = lambda origin: s.client.options('/ds', headers={'Origin': origin, 'Access-Control-Request-Method': 'GET'})
+        assert pre('http://allowed.example').headers.get('access-control-allow-origin') == 'http://allowed.example'
+        assert 'access-control-allow-origin' not in pre('http://evil.example').headers
+    finally: s.stop()
+
+def test_api_answers_while_training(server):
+    "20 concurrent generations and status polls all succeed while a training job runs."
+    c = server.client
+    assert c.post('/lm/small/train', json=train_body(max_iters=20, eval_interval=20)).status_code == 202
+    assert server.wait('small')['state'] == 'done'
+    r = c.post('/lm/busy/train', json=train_body(n_layer=2, n_embed=64, block_size=64, max_iters=100_000, eval_interval=50))
+    assert r.status_code == 202, r.text
+    server.wait('busy', until=lambda s: s['state'] == 'running' and s['step'] > 0)
+    def gen(i):
+        r = httpx.get(f'{server.url}/lm/small/eval', params={'tokens': 200, 'seed': i}, timeout=120)
+        return r.status_code, len(r.json().get('eval', ''))
+    with ThreadPoolExecutor(20) as pool:
+        futures = [pool.submit(gen, i) for i in range(20)]
+        statuses = [c.get('/lm/busy/status') for _ in range(5)]
+        results = [f.result() for f in futures]
+    assert results == [(200, 200)] * 20
+    assert all(r.status_code == 200 and r.json()['state'] == 'running' for r in statuses)
+    assert c.get('/lm').json() == ['busy', 'small']
+    st = c.post('/lm/busy/cancel').json()
+    assert st['state'] == 'cancelled' and st['resumable'], st
+    assert c.delete('/lm/busy').status_code == 200
+
+def test_kill_during_training_then_restart_and_resume(home):
+    s = Server(home)
+    c = s.client
+    assert c.post('/lm/done/train', json=train_body(max_iters=10, eval_interval=10)).status_code == 202
+    assert s.wait('done')['state'] == 'done'
+    assert c.post('/lm/job/train', json=train_body(max_iters=100_000, eval_interval=20)).status_code == 202
+    s.wait('job', until=lambda st: st['val_loss'] is not None and st['step'] >= 45)
+    s.stop(signal.SIGKILL)                                               # no chance to save anything
+
+    d = home/'models'/'job'
+    for f in ('config.json', 'tokenizer.json', 'model.safetensors', 'optimizer.safetensors', 'state.json'):
+        assert (d/f).is_file(), f
+    s = Server(home)
+    try:
+        c = s.client
+        assert c.get('/lm').json() == ['done', 'job']
+        assert c.get('/lm/done/status').json()['state'] == 'done'
+        st = c.get('/lm/job/status').json()
+        assert st['state'] == 'failed' and st['resumable'] and 'interrupted' in st['error'], st
+        ckpt_step = st['step']
+        assert ckpt_step >= 40 and ckpt_step % 20 == 0
+        assert c.get('/lm/job/eval', params={'tokens': 50}).status_code == 200   # the last checkpoint is usable
+        body = {'resume': True, 'hyperparameters': {'max_iters': ckpt_step + 20}}
+        r = c.post('/lm/job/train', json=body)
+        assert r.status_code == 202, r.text
+        st = s.wait('job')
+        assert st['state'] == 'done' and st['step'] == ckpt_step + 20, st
+        assert [m['step'] for m in c.get('/lm/job').json()['metrics']][-2:] == [ckpt_step, ckpt_step + 20]
+    finally: s.stop()
+
+def test_sigterm_stops_jobs_with_a_checkpoint(home):
+    s = Server(home)
+    assert s.client.post('/lm/j/train', json=train_body(max_iters=100_000, eval_interval=1000)).status_code == 202
+    s.wait('j', until=lambda st: st['step'] >= 20)
+    s.stop(signal.SIGTERM)
+    assert s.proc.returncode in (0, -signal.SIGTERM), s.output()   # uvicorn re-raises the signal after a clean shutdown
+    assert "Application shutdown complete" in s.output()
+    st = json.loads((home/'models'/'j'/'state.json').read_text())
+    assert st['status'] == 'cancelled' and st['step'] >= 20
+    s = Server(home)
+    try:
+        st = s.client.get('/lm/j/status').json()
+        assert st['state'] == 'cancelled' and st['resumable'] and st['error'] is None, st
+    finally: s.stop()

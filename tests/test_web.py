@@ -1,0 +1,93 @@
+"""The web page in a real browser: Playwright driving Debian's Chromium against `chadgpt serve` on loopback."""
+import os, re, shutil
+from pathlib import Path
+import pytest
+from conftest import REPO, Server
+
+CHROMIUM = os.environ.get('CHADGPT_CHROMIUM', '/usr/bin/chromium')
+ARTIFACTS = Path(os.environ.get('CHADGPT_ARTIFACTS', REPO/'artifacts'))
+ARGS = ['--headless', '--no-sandbox', '--disable-gpu', '--disable-quic', '--no-first-run', '--disable-background-networking',
+        '--disable-component-update', '--disable-sync']
+
+@pytest.fixture(scope='module')
+def browser():
+    sync_api = pytest.importorskip('playwright.sync_api')
+    if not Path(CHROMIUM).is_file():
+        if os.environ.get('CHADGPT_REQUIRE_BROWSER'): pytest.fail(f"no browser at {CHROMIUM} (apt-get install chromium)")
+        pytest.skip(f"no browser at {CHROMIUM}")
+    with sync_api.sync_playwright() as p:
+        b = p.chromium.launch(executable_path=CHROMIUM, headless=True, args=ARGS)
+        yield b
+        b.close()
+
+@pytest.fixture
+def page(browser, home):
+    server = Server(home)
+    ctx = browser.new_context(viewport={'width': 1100, 'height': 1600})
+    page = ctx.new_page()
+    errors = []
+    page.on('pageerror', lambda e: errors.append(str(e)))
+    page.goto(server.url + '/')
+    page.server, page.js_errors = server, errors
+    yield page
+    ctx.close(); server.stop()
+    assert not errors, f"JavaScript errors: {errors}"
+
+def set_hyperparameters(page, **hp):
+    for k, v in hp.items(): page.fill(f'#hp-{k}', str(v))
+
+def test_upload_train_chart_generate(page, shakespeare, tmp_path):
+    from playwright.sync_api import expect
+    expect(page.locator('#dataset option')).to_have_count(1)                    # shakespeare, built in
+    src = tmp_path/'plays.txt'
+    src.write_text(shakespeare.read_text()[:60_000])
+    page.set_input_files('#upload-file', str(src))
+    page.click('#upload-button')
+    expect(page.locator('#data-message')).to_contain_text("dataset 'plays.txt' uploaded")
+    expect(page.locator('#dataset')).to_have_value('plays.txt')
+    expect(page.locator('#dataset-info')).to_contain_text('60,000 characters')
+
+    expect(page.locator('#hp-n_embed')).to_have_value('128')                   # defaults come from the API schema
+    set_hyperparameters(page, n_embed=30, n_head=4)
+    expect(page.locator('#train-message')).to_contain_text('must be divisible by n_head')
+    expect(page.locator('#train-button')).to_be_disabled()
+    set_hyperparameters(page, n_layer=1, n_embed=32, n_head=2, block_size=32, batch_size=8, max_iters=120,
+                        eval_interval=20, eval_iters=2, dropout=0)
+    page.fill('#model-name', 'webtiny')
+    expect(page.locator('#train-button')).to_be_enabled()
+    page.click('#train-button')
+    expect(page.locator('#train-message')).to_contain_text('training webtiny on plays.txt')
+    expect(page.locator('#loss-chart circle.val')).not_to_have_count(0, timeout=60_000)   # the chart fills in live
+    expect(page.locator('#train-message')).to_contain_text('done: webtiny trained to step 120', timeout=120_000)
+    expect(page.locator('#loss-chart circle.val')).to_have_count(7)               # steps 0, 20, ..., 120
+    expect(page.locator('#train-status')).to_contain_text('step 120/120')
+    expect(page.locator('#model-list tr[data-name="webtiny"]')).to_contain_text('done')
+
+    page.select_option('#gen-model', 'webtiny')
+    page.fill('#gen-tokens', '300'); page.fill('#gen-seed', '5'); page.fill('#gen-prompt', 'ROMEO:')
+    page.click('#generate-button')
+    expect(page.locator('#gen-message')).to_have_text('300 characters', timeout=60_000)
+    text = page.locator('#gen-output').text_content()
+    assert text.startswith('ROMEO:') and len(text) == len('ROMEO:') + 300
+    expected = page.server.client.get('/lm/webtiny/eval', params={'tokens': 300, 'seed': 5, 'prompt': 'ROMEO:',
+                                                                   'temperature': 0.8}).json()['eval']
+    assert text == 'ROMEO:' + expected                                         # the streamed text is the model's
+    ARTIFACTS.mkdir(parents=True, exist_ok=True)
+    page.screenshot(path=str(ARTIFACTS/'web-page.png'), full_page=True)
+
+def test_stop_training_and_errors_on_the_page(page):
+    from playwright.sync_api import expect
+    set_hyperparameters(page, n_layer=1, n_embed=32, n_head=2, block_size=32, batch_size=8, max_iters=100000, eval_interval=50)
+    page.fill('#model-name', 'long')
+    page.click('#train-button')
+    expect(page.locator('#cancel-button')).to_be_enabled()
+    expect(page.locator('#train-status')).to_contain_text(re.compile(r'running · step [1-9]'), timeout=60_000)
+    page.click('#cancel-button')
+    expect(page.locator('#train-message')).to_contain_text('stopped at step', timeout=60_000)
+    expect(page.locator('#model-list tr[data-name="long"]')).to_contain_text('cancelled')
+    page.select_option('#gen-model', 'long')
+    page.fill('#gen-prompt', 'snow \u2603')
+    page.click('#generate-button')
+    expect(page.locator('#gen-message')).to_contain_text('not in the vocabulary')   # the server's message, shown
+    page.fill('#model-name', '../x')
+    expect(page.locator('#train-button')).to_be_disabled()

@@ -1,0 +1,60 @@
+"""The notebook panels driven as a person would: set values, click, wait for the background work."""
+import time
+from datetime import datetime, timezone
+import pytest, torch
+from chadgpt.widgets import AttentionExplorer, SamplePanel, TrainPanel
+from chadgpt.train import load_model
+from chadgpt.sample import generate_text
+
+TINY = dict(n_layer=1, n_embed=32, n_head=2, block_size=32, batch_size=8, max_iters=40, eval_interval=20, eval_iters=2)
+
+def upload(panel, name, data: bytes):
+    panel.upload.value = ({'name': name, 'type': 'text/plain', 'size': len(data), 'content': memoryview(data),
+                           'last_modified': datetime.now(timezone.utc)},)
+
+def test_train_sample_and_explore(home):
+    panel = TrainPanel(home, name='w', poll_interval=0.05, **TINY)
+    assert not panel.train_button.disabled and panel.message.value == ''
+    panel.train_button.click()
+    assert panel.train_button.disabled and not panel.stop_button.disabled   # no second run while this one trains
+    st = panel.wait(120)
+    assert st['state'] == 'done' and st['step'] == 40 and panel.progress.value == 40
+    assert [m['step'] for m in panel.metrics] == [0, 20, 40]
+    val_line = panel.fig.axes[0].lines[-1]
+    assert list(val_line.get_xdata()) == [0, 20, 40] and panel.plot.value[:4] == b'\x89PNG'
+    assert 'done' in panel.message.value and not panel.train_button.disabled
+
+    sp = SamplePanel('w', home=home, prompt='KING')
+    sp.seed.value, sp.length.value, sp.temperature.value, sp.top_k.value = 11, 150, 1.0, 5
+    sp.generate_button.click()
+    assert sp.wait(60) == 'KING' + generate_text(*load_model('w', home), 'KING', 150, 1.0, top_k=5, seed=11)
+    assert not sp.generate_button.disabled and sp.message.value == ''
+
+    ex = AttentionExplorer('w', 'KING RICHARD', home=home)
+    assert ex.maps.shape == (1, 2, 12, 12) and ex.image.value[:4] == b'\x89PNG'
+    assert torch.allclose(ex.weights.sum(-1), torch.ones(12))
+
+def test_invalid_settings_cannot_train(home):
+    panel = TrainPanel(home, name='bad', **TINY)
+    for control, value, words in [('n_head', 3, 'divisible by n_head'), ('dropout', 0.95, None), ('learning_rate', 2.0, None)]:
+        panel.controls[control].value = value
+        if words: assert panel.train_button.disabled and words in panel.message.value
+        panel.controls[control].value = TINY.get(control, panel.controls[control].min if control != 'learning_rate' else 1e-3)
+    assert panel.controls['learning_rate'].value <= 1.0          # clamped to its range
+    upload(panel, 'short.txt', b'just a few words\n')
+    assert panel.dataset.value == 'short.txt'
+    panel.train_button.click()                                   # block_size 32 is longer than this text
+    assert 'short.txt' in panel.message.value and panel.status is None
+    assert not (home/'models'/'bad').exists()
+    upload(panel, 'bin.txt', b'\xff\xfe\xfa')
+    assert 'UTF-8' in panel.message.value and 'bin.txt' not in panel.dataset.options
+    with pytest.raises(ValueError, match='unknown hyperparameter'): TrainPanel(home, n_embd=3)
+
+def test_stop_keeps_a_resumable_checkpoint(home):
+    panel = TrainPanel(home, name='s', poll_interval=0.05, **{**TINY, 'max_iters': 100_000})
+    panel.start()
+    while panel.status['step'] < 5: time.sleep(0.05)
+    panel.stop_button.click()
+    st = panel.wait(60)
+    assert st['state'] == 'cancelled' and st['resumable'] and 'checkpoint is saved' in panel.message.value
+    assert (home/'models'/'s'/'model.safetensors').is_file()
