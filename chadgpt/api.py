@@ -62,6 +62,7 @@ class TrainRequest(BaseModel):
     hyperparameters: Hyperparameters = Field(default_factory=Hyperparameters)
     resume: bool = Field(False, description="continue the model from its last checkpoint instead of starting afresh")
     device: str = Field('auto', pattern=r'^(auto|cpu|cuda(:\d+)?)$')
+    dtype: Literal['auto', 'float32', 'bfloat16'] = Field('auto', description="compute precision (auto: bf16 where it is fast)")
 
 # %% ../nbs/10_api.ipynb #3d5ac516
 MODEL_KEYS = ('block_size', 'n_head', 'n_embed', 'n_layer', 'dropout', 'attention')
@@ -79,8 +80,8 @@ def request_configs(req:TrainRequest, name:str|None=None, home=None) -> tuple[GP
     "The configs a request asks for: given settings over the defaults, or over the saved ones when resuming."
     h = req.hyperparameters.model_dump()
     m, t = {k: h[k] for k in MODEL_KEYS if h[k] is not None}, {k: h[k] for k in TRAIN_KEYS if h[k] is not None}
-    if req.resume: return saved_configs(name, home, m, {**t, 'device': req.device})
-    return GPTConfig(**m), TrainConfig(**t, device=req.device)
+    if req.resume: return saved_configs(name, home, m, {**t, 'device': req.device, 'dtype': req.dtype})
+    return GPTConfig(**m), TrainConfig(**t, device=req.device, dtype=req.dtype)
 
 # %% ../nbs/10_api.ipynb #e8b6d145
 class UnauthorizedError(ChadGPTError):

@@ -10,7 +10,7 @@ import torch.nn as nn
 from torch.nn import functional as F
 
 # %% auto #0
-__all__ = ['Head', 'MultiHeadAttention', 'CausalSelfAttention']
+__all__ = ['Head', 'MultiHeadAttention', 'CausalSelfAttention', 'KVCache']
 
 # %% ../nbs/04_attention.ipynb #041f8b09
 class Head(nn.Module):
@@ -96,3 +96,59 @@ def copy_from(self:CausalSelfAttention, mha:MultiHeadAttention):
         self.c_attn.weight[i*self.n_embed:(i+1)*self.n_embed].copy_(w)
     self.c_proj.load_state_dict(mha.proj.state_dict())
     return self
+
+# %% ../nbs/04_attention.ipynb #160c7ddb
+class KVCache:
+    "Keys and values of the positions seen so far, for one attention module (time is dimension -2)."
+    def __init__(self, max_len:int): self.max_len, self.k, self.v, self.length = max_len, None, None, 0
+    def __len__(self): return self.length
+
+    def update(self, k:torch.Tensor, v:torch.Tensor):
+        "Append the new positions' keys and values `(..., T, hs)`; returns all of them so far."
+        start, T = self.length, k.shape[-2]
+        if start + T > self.max_len: raise ValueError(f"KV cache holds {self.max_len} positions; {start + T} needed")
+        if self.k is None:
+            self.k = k.new_empty(*k.shape[:-2], self.max_len, k.shape[-1])
+            self.v = v.new_empty(*v.shape[:-2], self.max_len, v.shape[-1])
+        self.k[..., start:start + T, :], self.v[..., start:start + T, :] = k, v
+        self.length = start + T
+        return self.k[..., :self.length, :], self.v[..., :self.length, :]
+
+# %% ../nbs/04_attention.ipynb #76dabac4
+@patch
+def new_cache(self:Head, max_len:int) -> KVCache: return KVCache(max_len)
+
+@patch
+def forward(self:Head, x, cache:KVCache|None=None):
+    "`(B, T, hs)` outputs; with a `cache`, `x` holds only the new positions and also attends to the cached ones."
+    if cache is None: return self.dropout(self.attention_weights(x)) @ self.value(x)
+    T, start = x.shape[1], len(cache)
+    k, v = cache.update(self.key(x), self.value(x))                   # (B, start+T, hs)
+    wei = self.query(x) @ k.transpose(-2, -1) * k.shape[-1]**-0.5     # (B, T, start+T)
+    wei = wei.masked_fill(self.tril[start:start + T, :start + T] == 0, float('-inf'))
+    return self.dropout(F.softmax(wei, dim=-1)) @ v
+
+@patch
+def new_cache(self:MultiHeadAttention, max_len:int) -> list[KVCache]: return [h.new_cache(max_len) for h in self.heads]
+
+@patch
+def forward(self:MultiHeadAttention, x, cache:list[KVCache]|None=None):
+    caches = cache if cache is not None else [None] * len(self.heads)
+    return self.dropout(self.proj(torch.cat([h(x, c) for h, c in zip(self.heads, caches)], dim=-1)))  # (B, T, n_embed)
+
+# %% ../nbs/04_attention.ipynb #5c011a95
+@patch
+def new_cache(self:CausalSelfAttention, max_len:int) -> KVCache: return KVCache(max_len)
+
+@patch
+def forward(self:CausalSelfAttention, x, cache:KVCache|None=None):
+    B, T, C = x.shape
+    q, k, v = self._qkv(x)                                             # (B, nh, T, hs)
+    start = 0 if cache is None else len(cache)
+    if cache is not None: k, v = cache.update(k, v)                    # (B, nh, start+T, hs)
+    p = self.dropout_p if self.training else 0.0
+    if start == 0: y = F.scaled_dot_product_attention(q, k, v, is_causal=True, dropout_p=p)
+    else:
+        mask = None if T == 1 else torch.ones(T, start + T, dtype=torch.bool, device=x.device).tril(start)
+        y = F.scaled_dot_product_attention(q, k, v, attn_mask=mask, dropout_p=p)
+    return self.resid_dropout(self.c_proj(y.transpose(1, 2).contiguous().view(B, T, C)))

@@ -14,7 +14,7 @@ from .core import ChadGPTError
 from .attention import MultiHeadAttention, CausalSelfAttention
 
 # %% auto #0
-__all__ = ['GPTConfig', 'FeedForward', 'Block', 'GPT', 'check_sampling', 'sample_next']
+__all__ = ['GPTConfig', 'FeedForward', 'Block', 'GPT', 'check_sampling', 'sample_next', 'GPTCache']
 
 # %% ../nbs/05_model.ipynb #b3eba4ff
 @dataclass
@@ -79,8 +79,8 @@ class Block(nn.Module):
         self.ln_2 = nn.LayerNorm(c.n_embed)
         self.mlp = FeedForward(c.n_embed, c.dropout)
 
-    def forward(self, x):
-        x = x + self.attn(self.ln_1(x))   # (B, T, C)
+    def forward(self, x, cache=None):     # cache: the attention's KV cache, for generation
+        x = x + self.attn(self.ln_1(x), cache)   # (B, T, C)
         x = x + self.mlp(self.ln_2(x))
         return x
 
@@ -107,13 +107,16 @@ class GPT(nn.Module):
 
 # %% ../nbs/05_model.ipynb #e0671714
 @patch
-def forward(self:GPT, idx, targets=None):
+def forward(self:GPT, idx, targets=None, cache=None):
+    "`(logits, loss)`; with a `cache` (see generation below), `idx` continues the positions it holds."
     B, T = idx.shape
-    if T > self.config.block_size:
-        raise ChadGPTError(f"sequence of {T} tokens is longer than block_size {self.config.block_size}")
-    pos = torch.arange(T, device=idx.device)
+    start = 0 if cache is None else cache.length
+    if start + T > self.config.block_size:
+        raise ChadGPTError(f"sequence of {start + T} tokens is longer than block_size {self.config.block_size}")
+    pos = torch.arange(start, start + T, device=idx.device)
     x = self.drop(self.token_embedding(idx) + self.position_embedding(pos))  # (B, T, C)
-    for block in self.blocks: x = block(x)
+    for i, block in enumerate(self.blocks): x = block(x, None if cache is None else cache.layers[i])
+    if cache is not None: cache.length += T
     logits = self.lm_head(self.ln_f(x))                                      # (B, T, vocab_size)
     if targets is None: return logits, None
     return logits, F.cross_entropy(logits.view(B * T, -1), targets.view(B * T))
@@ -149,22 +152,37 @@ def sample_next(logits, temperature:float=1.0, top_k:int|None=None, top_p:float|
         sorted_logits, order = torch.sort(logits, descending=True)
         probs = F.softmax(sorted_logits, dim=-1)
         drop = probs.cumsum(-1) - probs >= top_p          # tokens after the nucleus is already full
+        drop[:, 0] = False                                # the most likely token always stays (top_p may round to 0)
         logits = logits.masked_fill(drop.scatter(-1, order, drop), float('-inf'))
     return torch.multinomial(F.softmax(logits, dim=-1), 1, generator=generator)
+
+# %% ../nbs/05_model.ipynb #5fbd677f
+class GPTCache:
+    "One attention KV cache per block of a `GPT`, and the number of positions they hold."
+    def __init__(self, layers:list): self.layers, self.length = layers, 0
+
+@patch
+def new_cache(self:GPT) -> GPTCache:
+    "An empty cache for generation (room for `block_size` positions)."
+    return GPTCache([block.attn.new_cache(self.config.block_size) for block in self.blocks])
 
 # %% ../nbs/05_model.ipynb #98fcb14f
 @patch
 @torch.no_grad()
 def generate_stream(self:GPT, idx, max_new_tokens:int, temperature:float=1.0, top_k:int|None=None,
-                    top_p:float|None=None, generator=None):
+                    top_p:float|None=None, generator=None, use_cache:bool=True):
     "Yield `max_new_tokens` sampled tokens, each `(B, 1)`, continuing the context `idx` `(B, T)`."
     check_sampling(temperature, top_k, top_p)
     if idx.ndim != 2 or idx.shape[1] == 0: raise ChadGPTError("generation needs a (B, T) context with T >= 1")
-    was_training = self.training
+    was_training, bs, cache = self.training, self.config.block_size, None
     self.eval()
     try:
         for _ in range(max_new_tokens):
-            logits, _ = self(idx[:, -self.config.block_size:])   # crop to the last block_size tokens
+            if not use_cache: logits, _ = self(idx[:, -bs:])          # crop to the last block_size tokens
+            elif cache is None or idx.shape[1] > bs:                 # first step, or the window slid: prefill afresh
+                cache = self.new_cache()
+                logits, _ = self(idx[:, -bs:], cache=cache)
+            else: logits, _ = self(idx[:, cache.length:], cache=cache)  # only the new token
             nxt = sample_next(logits[:, -1, :], temperature, top_k, top_p, generator)
             idx = torch.cat((idx, nxt), dim=1)
             yield nxt
@@ -172,6 +190,7 @@ def generate_stream(self:GPT, idx, max_new_tokens:int, temperature:float=1.0, to
 
 @patch
 def generate(self:GPT, idx, max_new_tokens:int, temperature:float=1.0, top_k:int|None=None,
-             top_p:float|None=None, generator=None):
+             top_p:float|None=None, generator=None, use_cache:bool=True):
     "`idx` `(B, T)` followed by `max_new_tokens` sampled tokens: `(B, T + max_new_tokens)`."
-    return torch.cat([idx, *self.generate_stream(idx, max_new_tokens, temperature, top_k, top_p, generator)], dim=1)
+    new = self.generate_stream(idx, max_new_tokens, temperature, top_k, top_p, generator, use_cache)
+    return torch.cat([idx, *new], dim=1)

@@ -31,17 +31,17 @@ def make_generator(seed:int|None=None, device='cpu') -> torch.Generator:
 
 # %% ../nbs/07_sample.ipynb #ec4f5de1
 def stream_text(model:GPT, tokenizer:CharTokenizer, prompt:str='', max_new_tokens:int=500, temperature:float=1.0,
-                top_k:int|None=None, top_p:float|None=None, seed:int|None=None) -> Iterator[str]:
+                top_k:int|None=None, top_p:float|None=None, seed:int|None=None, use_cache:bool=True) -> Iterator[str]:
     "An iterator over the text generated after `prompt`, piece by piece. Bad settings fail here, before any text."
     if isinstance(max_new_tokens, bool) or not isinstance(max_new_tokens, int) or max_new_tokens < 0:
         raise ChadGPTError(f"max_new_tokens must be a non-negative integer, got {max_new_tokens!r}")
     check_sampling(temperature, top_k, top_p)
     device = next(model.parameters()).device
     idx, g = encode_prompt(tokenizer, prompt, device), make_generator(seed, device)
-    tokens = model.generate_stream(idx, max_new_tokens, temperature, top_k, top_p, generator=g)
+    tokens = model.generate_stream(idx, max_new_tokens, temperature, top_k, top_p, generator=g, use_cache=use_cache)
     return (tokenizer.decode(t[0]) for t in tokens)
 
 def generate_text(model:GPT, tokenizer:CharTokenizer, prompt:str='', max_new_tokens:int=500, temperature:float=1.0,
-                  top_k:int|None=None, top_p:float|None=None, seed:int|None=None) -> str:
+                  top_k:int|None=None, top_p:float|None=None, seed:int|None=None, use_cache:bool=True) -> str:
     "The text generated after `prompt` (the prompt itself is not included)."
-    return ''.join(stream_text(model, tokenizer, prompt, max_new_tokens, temperature, top_k, top_p, seed))
+    return ''.join(stream_text(model, tokenizer, prompt, max_new_tokens, temperature, top_k, top_p, seed, use_cache))

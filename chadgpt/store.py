@@ -12,7 +12,7 @@ from fastcore.basics import patch
 from .core import ChadGPTError, NotFoundError, ConflictError, atomic_path, check_name, get_home
 from .data import BUILTINS, data_dir, decode_text, read_text
 from .model import GPTConfig
-from .train import (TrainConfig, TrainingRun, load_model, models_dir, read_json, read_metrics,
+from .train import (TrainConfig, TrainingRun, checkpoint_step, load_model, models_dir, read_json, read_metrics,
                            CONFIG, STATE, TOKENIZER, WEIGHTS)
 
 # %% auto #0
@@ -31,7 +31,7 @@ class Store:
         self.home, self.max_upload_bytes = get_home(home), max_upload_bytes
         self.jobs: dict[str, Job] = {}
         self._lock = threading.RLock()
-        self._pool = ThreadPoolExecutor(max_workers=workers, thread_name_prefix='chadgpt-train')
+        self.workers, self._pool = workers, None    # the worker threads start with the first job
         self._cache: dict[str, tuple] = {}
 
     def list_datasets(self) -> list[str]:
@@ -123,10 +123,11 @@ def train(self:Store, name:str, model_config:GPTConfig|None=None, train_config:T
             raise ConflictError(f"model {name!r} is already {j.state}; cancel it first")
         if not resume and name in self._cache: del self._cache[name]
         run = TrainingRun(name, model_config, train_config, dataset, self.home, resume=resume, overwrite=True)
-        job = self.jobs[name] = Job(name, step=read_json(run.out/STATE)['step'] if resume else 0,
+        job = self.jobs[name] = Job(name, step=checkpoint_step(run.out) or 0 if resume else 0,
                                     max_iters=run.train_config.max_iters,
                                     config={'model': run.model_config.to_dict(), 'train': run.train_config.to_dict(),
                                             'dataset': run.dataset})
+        if self._pool is None: self._pool = ThreadPoolExecutor(self.workers, thread_name_prefix='chadgpt-train')
         self._pool.submit(self._run_job, job, run)
     return job
 
@@ -158,7 +159,8 @@ def status(self:Store, name:str) -> dict:
     state = _DISK_STATES.get(st.get('status'), 'failed')
     error = st.get('error') or ("interrupted: training stopped without finishing (server restart or crash)"
                                 if st.get('status') == 'running' else None)
-    return {'name': name, 'state': state, 'step': st.get('step', 0), 'max_iters': st.get('max_iters'),
+    step = checkpoint_step(d) if has_ckpt else None   # the weights' step, even if a crash left state.json behind
+    return {'name': name, 'state': state, 'step': st.get('step', 0) if step is None else step, 'max_iters': st.get('max_iters'),
             'train_loss': st.get('train_loss'), 'val_loss': st.get('val_loss'), 'loss': None,
             'tokens_per_s': st.get('tokens_per_s'), 'eta_s': None, 'error': error,
             'resumable': state in ('failed', 'cancelled') and has_ckpt}
@@ -225,4 +227,5 @@ def load(self:Store, name:str, device='cpu'):
 def shutdown(self:Store, wait:bool=True):
     "Stop every job at its next step (each saves a checkpoint) and wait for them."
     for j in list(self.jobs.values()): j.stop.set()
-    self._pool.shutdown(wait=wait, cancel_futures=True)
+    with self._lock: pool, self._pool = self._pool, None      # a later job starts a fresh pool
+    if pool is not None: pool.shutdown(wait=wait, cancel_futures=True)

@@ -4,7 +4,7 @@
 
 # %% ../nbs/06_train.ipynb #8fbf4c92
 from __future__ import annotations
-import json, math, shutil, time
+import json, math, os, shutil, time
 from dataclasses import dataclass, asdict, fields, replace
 from pathlib import Path
 import torch
@@ -18,9 +18,10 @@ from .data import BUILTINS, TextData, data_dir, load_dataset
 from .model import GPT, GPTConfig
 
 # %% auto #0
-__all__ = ['CONFIG', 'TOKENIZER', 'WEIGHTS', 'OPTIMIZER', 'STATE', 'METRICS', 'TrainConfig', 'get_lr', 'resolve_device',
-           'configure_optimizer', 'estimate_loss', 'models_dir', 'list_models', 'model_dir', 'read_json',
-           'read_metrics', 'TrainingRun', 'saved_configs', 'train', 'load_model']
+__all__ = ['CONFIG', 'TOKENIZER', 'WEIGHTS', 'OPTIMIZER', 'STATE', 'METRICS', 'NEXT_OPTIMIZER', 'TrainConfig', 'get_lr',
+           'resolve_device', 'configure_optimizer', 'cpu_has_bf16', 'resolve_dtype', 'autocast', 'estimate_loss',
+           'models_dir', 'list_models', 'model_dir', 'read_json', 'read_metrics', 'checkpoint_step', 'TrainingRun',
+           'saved_configs', 'train', 'load_model']
 
 # %% ../nbs/06_train.ipynb #491fb407
 def _check(obj, k, integer=False, lo=None, hi=None, lo_open=False, hi_open=False):
@@ -51,6 +52,8 @@ class TrainConfig:
     beta2: float = 0.99
     device: str = 'auto'           # 'auto' (CUDA if available, else CPU), 'cpu', 'cuda', 'cuda:N'
     seed: int = 1337
+    dtype: str = 'auto'            # compute precision: 'float32', 'bfloat16' (autocast), or 'auto' (bf16 where it is fast)
+    compile: bool = False          # torch.compile the model (slow to start, faster per step)
 
     def __post_init__(self):
         for k in ('batch_size', 'max_iters', 'eval_interval', 'eval_iters'): _check(self, k, integer=True, lo=1)
@@ -61,6 +64,9 @@ class TrainConfig:
         for k in ('beta1', 'beta2'): _check(self, k, lo=0, hi=1, hi_open=True)
         if not isinstance(self.device, str) or not (self.device in ('auto', 'cpu', 'cuda') or self.device.startswith('cuda:')):
             raise ChadGPTError(f"device must be auto, cpu, cuda or cuda:N, got {self.device!r}")
+        if self.dtype not in ('auto', 'float32', 'bfloat16'):
+            raise ChadGPTError(f"dtype must be auto, float32 or bfloat16, got {self.dtype!r}")
+        if not isinstance(self.compile, bool): raise ChadGPTError(f"compile must be true or false, got {self.compile!r}")
 
     def to_dict(self) -> dict: return asdict(self)
 
@@ -93,12 +99,31 @@ def configure_optimizer(model:GPT, cfg:TrainConfig, device:torch.device):
     params = [p for p in model.parameters() if p.requires_grad]
     groups = [{'params': [p for p in params if p.dim() >= 2], 'weight_decay': cfg.weight_decay},
               {'params': [p for p in params if p.dim() < 2], 'weight_decay': 0.0}]
-    extra = {'fused': True} if device.type == 'cuda' else {}
-    return torch.optim.AdamW(groups, lr=cfg.learning_rate, betas=(cfg.beta1, cfg.beta2), **extra)
+    # one fused kernel for all parameters (CUDA and, since PyTorch 2.4, CPU) instead of a loop over them
+    return torch.optim.AdamW(groups, lr=cfg.learning_rate, betas=(cfg.beta1, cfg.beta2), fused=True)
+
+# %% ../nbs/06_train.ipynb #2de1d0a6
+def cpu_has_bf16() -> bool:
+    "Whether this CPU computes bfloat16 natively (AVX512-BF16 or AMX), so that bf16 autocast pays off."
+    try: flags = set(Path('/proc/cpuinfo').read_text().split())
+    except OSError: return False
+    return bool(flags & {'avx512_bf16', 'amx_bf16'})
+
+def resolve_dtype(dtype:str, device:torch.device) -> torch.dtype:
+    "The compute dtype for `dtype` ('auto', 'float32', 'bfloat16') on `device`."
+    if dtype == 'auto':
+        fast = torch.cuda.is_bf16_supported() if device.type == 'cuda' else device.type == 'cpu' and cpu_has_bf16()
+        return torch.bfloat16 if fast else torch.float32
+    return {'float32': torch.float32, 'bfloat16': torch.bfloat16}[dtype]
+
+def autocast(device:torch.device, dtype:torch.dtype):
+    "The autocast context for computing in `dtype` on `device` (a no-op for float32)."
+    return torch.autocast(device.type, dtype=torch.bfloat16, enabled=dtype == torch.bfloat16)
 
 # %% ../nbs/06_train.ipynb #63cb5364
 @torch.no_grad()
-def estimate_loss(model:GPT, data:TextData, batch_size:int, eval_iters:int, seed:int=0, device=None, stop=None) -> dict|None:
+def estimate_loss(model:GPT, data:TextData, batch_size:int, eval_iters:int, seed:int=0, device=None, stop=None,
+                  dtype=torch.float32) -> dict|None:
     "Mean loss over `eval_iters` fixed random batches of each split: `{'train': ..., 'val': ...}` (`None` if `stop` is set)."
     was_training = model.training
     model.eval()
@@ -108,7 +133,8 @@ def estimate_loss(model:GPT, data:TextData, batch_size:int, eval_iters:int, seed
             g, losses = torch.Generator().manual_seed(seed), []
             for _ in range(eval_iters):
                 if stop is not None and stop.is_set(): return None
-                losses.append(model(*data.get_batch(split, batch_size, model.config.block_size, g, device))[1])
+                x, y = data.get_batch(split, batch_size, model.config.block_size, g, device)
+                with autocast(torch.device(device or 'cpu'), dtype): losses.append(model(x, y)[1].float())
             out[split] = torch.stack(losses).mean().item()
     finally: model.train(was_training)
     return out
@@ -116,6 +142,7 @@ def estimate_loss(model:GPT, data:TextData, batch_size:int, eval_iters:int, seed
 # %% ../nbs/06_train.ipynb #4640539b
 CONFIG, TOKENIZER, WEIGHTS, OPTIMIZER, STATE, METRICS = (
     'config.json', 'tokenizer.json', 'model.safetensors', 'optimizer.safetensors', 'state.json', 'metrics.jsonl')
+NEXT_OPTIMIZER = '.optimizer.next.safetensors'   # a checkpoint's optimizer state until its weights are written
 
 def models_dir(home=None) -> Path:
     "The folder of trained models, `<home>/models`."
@@ -146,24 +173,43 @@ def read_metrics(name_or_dir, home=None) -> list[dict]:
 
 # %% ../nbs/06_train.ipynb #591d1239
 def _save_checkpoint(out:Path, model:GPT, opt, gen:torch.Generator, state:dict):
-    "Atomically write weights, optimizer + RNG state, then `state.json` (last: it commits the checkpoint)."
+    """Write optimizer + RNG state (beside the old one), the weights, then swap the optimizer in and write `state.json`.
+    Each file is written atomically, and the order means a crash at any point leaves a consistent pair (see
+    `checkpoint_step`): the weights' step decides, with the optimizer state of the same step."""
     meta = {'step': str(state['step'])}
     sd = opt.state_dict()
     tensors = {f'state.{i}.{k}': v.detach().cpu().contiguous() for i, s in sd['state'].items() for k, v in s.items()}
     tensors['rng.data'], tensors['rng.torch'] = gen.get_state(), torch.get_rng_state()
     if torch.cuda.is_available(): tensors['rng.cuda'] = torch.cuda.get_rng_state()
-    with atomic_path(out/OPTIMIZER) as tmp: save_file(tensors, tmp, metadata={**meta, 'param_groups': json.dumps(sd['param_groups'])})
+    with atomic_path(out/NEXT_OPTIMIZER) as tmp:
+        save_file(tensors, tmp, metadata={**meta, 'param_groups': json.dumps(sd['param_groups'])})
     with atomic_path(out/WEIGHTS) as tmp: save_model(model, str(tmp), metadata=meta)
+    os.replace(out/NEXT_OPTIMIZER, out/OPTIMIZER)
     atomic_write(out/STATE, json.dumps(state, indent=1))
+
+def _file_step(path:Path) -> int|None:
+    "The `step` recorded in a safetensors file's metadata (None if the file is missing)."
+    if not path.is_file(): return None
+    with safe_open(path, 'pt') as f: return int((f.metadata() or {}).get('step', -1))
+
+def checkpoint_step(out:Path, repair:bool=False) -> int|None:
+    """The step of the checkpoint in `out` (None if there is none), after a crash at any point of a save:
+    the weights decide; the optimizer state of that step is `optimizer.safetensors` or, if the crash came
+    before the swap, the new one beside it (moved into place when `repair`)."""
+    step = _file_step(out/WEIGHTS)
+    if step is None: return None
+    if _file_step(out/NEXT_OPTIMIZER) is not None:
+        if _file_step(out/NEXT_OPTIMIZER) == step and repair: os.replace(out/NEXT_OPTIMIZER, out/OPTIMIZER)
+        elif repair: (out/NEXT_OPTIMIZER).unlink()
+    return step
 
 def _restore_checkpoint(out:Path, model:GPT, opt, gen:torch.Generator, device) -> int:
     "Load weights, optimizer and RNG state saved by `_save_checkpoint`; returns the step."
-    if not (out/WEIGHTS).is_file() or not (out/OPTIMIZER).is_file():
+    step = checkpoint_step(out, repair=True)
+    if step is None or not (out/OPTIMIZER).is_file():
         raise ChadGPTError(f"{out} has no checkpoint to resume from; train it again with overwrite")
-    step = read_json(out/STATE)['step']
     with safe_open(out/OPTIMIZER, 'pt') as f: meta, keys = f.metadata(), list(f.keys())
-    with safe_open(out/WEIGHTS, 'pt') as f: wmeta = f.metadata()
-    if meta.get('step') != str(step) or wmeta.get('step') != str(step):
+    if meta.get('step') != str(step):
         raise ChadGPTError(f"checkpoint files in {out} disagree about the step; retrain with --overwrite")
     _load_weights(model, out/WEIGHTS, device=str(device))
     t = load_file(out/OPTIMIZER)
@@ -196,7 +242,7 @@ class TrainingRun:
             if model_config is not None and replace(model_config, vocab_size=mcfg.vocab_size) != mcfg:
                 raise ChadGPTError(f"cannot change the shape of model {name!r} when resuming (saved: {mcfg})")
             tcfg, dataset = train_config or TrainConfig.from_dict(saved['train']), dataset or saved['dataset']
-            step = read_json(self.out/STATE).get('step', 0)
+            step = checkpoint_step(self.out) or read_json(self.out/STATE).get('step', 0)
             if step >= tcfg.max_iters:
                 raise ChadGPTError(f"model {name!r} is already trained to step {step}; pass a max_iters above {step} to continue")
         else:
@@ -204,6 +250,7 @@ class TrainingRun:
                 if not overwrite: raise ConflictError(f"model {name!r} already exists in {self.out.parent}; resume it or overwrite it")
             mcfg, tok, tcfg, dataset = model_config or GPTConfig(), None, train_config or TrainConfig(), dataset or 'shakespeare'
         self.device = resolve_device(tcfg.device)
+        self.dtype = resolve_dtype(tcfg.dtype, self.device)
         self.data = load_dataset(dataset, home, tokenizer=tok)
         self.model_config, self.train_config = replace(mcfg, vocab_size=self.data.vocab_size), tcfg
         self.data.check_block_size(self.model_config.block_size)
@@ -218,11 +265,11 @@ def saved_configs(name, home=None, model_overrides:dict|None=None, train_overrid
             TrainConfig.from_dict({**saved['train'], **(train_overrides or {})}))
 
 # %% ../nbs/06_train.ipynb #e3e940ff
-def _train_step(model, opt, data, tcfg, step, gen, device):
+def _train_step(model, opt, data, tcfg, step, gen, device, dtype=torch.float32):
     lr = get_lr(step, tcfg)
     for g in opt.param_groups: g['lr'] = lr
     x, y = data.get_batch('train', tcfg.batch_size, model.config.block_size, gen, device)
-    _, loss = model(x, y)
+    with autocast(device, dtype): _, loss = model(x, y)
     loss.backward()
     if tcfg.grad_clip: torch.nn.utils.clip_grad_norm_(model.parameters(), tcfg.grad_clip)
     opt.step()
@@ -256,9 +303,12 @@ def run(self:TrainingRun, progress:bool=True, callback=None, stop=None, log_inte
         self.data.tokenizer.save(out/TOKENIZER)
     atomic_write(out/CONFIG, json.dumps({'model': mcfg.to_dict(), 'train': tcfg.to_dict(), 'dataset': self.dataset}, indent=1))
     state = {'status': 'running', 'step': start, 'max_iters': tcfg.max_iters, 'train_loss': prev.get('train_loss'),
-             'val_loss': prev.get('val_loss'), 'elapsed_s': prev.get('elapsed_s', 0.0), 'device': str(device)}
+             'val_loss': prev.get('val_loss'), 'elapsed_s': prev.get('elapsed_s', 0.0), 'device': str(device),
+             'dtype': str(self.dtype).removeprefix('torch.')}
     atomic_write(out/STATE, json.dumps(state, indent=1))
-    return _run_loop(out, model, opt, self.data, tcfg, gen, device, state, start, self.resume, progress, callback, stop, log_interval)
+    net = torch.compile(model) if tcfg.compile else model
+    return _run_loop(out, model, opt, self.data, tcfg, gen, device, state, start, self.resume, progress, callback, stop,
+                     log_interval, net, self.dtype)
 
 def train(name:str, model_config:GPTConfig|None=None, train_config:TrainConfig|None=None, dataset=None, home=None,
           resume:bool=False, overwrite:bool=False, progress:bool=True, callback=None, stop=None, log_interval:int=10) -> Path:
@@ -266,7 +316,9 @@ def train(name:str, model_config:GPTConfig|None=None, train_config:TrainConfig|N
     return TrainingRun(name, model_config, train_config, dataset, home, resume, overwrite).run(progress, callback, stop, log_interval)
 
 # %% ../nbs/06_train.ipynb #ba3e1cb5
-def _run_loop(out, model, opt, data, tcfg, gen, device, state, start, resume, progress, callback, stop, log_interval):
+def _run_loop(out, model, opt, data, tcfg, gen, device, state, start, resume, progress, callback, stop, log_interval,
+              net=None, dtype=torch.float32):
+    net = net or model   # what runs forward (the compiled model with compile=True); `model` is what is saved
     step, tokens_per_step, t_start = start, tcfg.batch_size * model.config.block_size, time.perf_counter()
     elapsed0, t_log, s_log = state['elapsed_s'], t_start, start
     bar = tqdm(total=tcfg.max_iters, initial=start, desc=out.name, disable=not progress, unit='step', mininterval=0.5)
@@ -276,7 +328,7 @@ def _run_loop(out, model, opt, data, tcfg, gen, device, state, start, resume, pr
     try:
         while True:
             if (step % tcfg.eval_interval == 0 or step == tcfg.max_iters) and not (resume and step == start):
-                losses = estimate_loss(model, data, tcfg.batch_size, tcfg.eval_iters, tcfg.seed, device, stop)
+                losses = estimate_loss(net, data, tcfg.batch_size, tcfg.eval_iters, tcfg.seed, device, stop, dtype)
                 if losses is None:
                     save('cancelled'); break
                 if not all(map(math.isfinite, losses.values())): _diverged(step, tcfg)
@@ -290,7 +342,7 @@ def _run_loop(out, model, opt, data, tcfg, gen, device, state, start, resume, pr
             if step >= tcfg.max_iters: break
             if stop is not None and stop.is_set():
                 save('cancelled'); break
-            loss, lr = _train_step(model, opt, data, tcfg, step, gen, device)
+            loss, lr = _train_step(net, opt, data, tcfg, step, gen, device, dtype)
             step += 1
             bar.update()
             if step % log_interval == 0 or step == tcfg.max_iters:

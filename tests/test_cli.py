@@ -107,11 +107,25 @@ BAD = [
     (['sample', 'tiny', '--top-k', '0'], "top_k must be a positive integer"),
     (['sample', 'tiny', '--tokens', '-5'], "max_new_tokens must be a non-negative integer"),
     (['sample', 'tiny', '--prompt', '€'], "'€' (U+20AC) at position 0"),
+    (['train', '--dtype', 'float16'], "invalid choice: 'float16'"),
+    (['serve', '--port', '70000'], "--port must be between 1 and 65535"),
+    (['bench', '--config', 'huge'], "invalid choice: 'huge'"),
+    (['bench', '--steps', '0'], "--steps must be at least 1"),
+    (['bench', '--device', 'cuda'], "CUDA is not available"),
     (['frobnicate'], "invalid choice"),
 ]
 
+def test_bench_prints_a_table_and_writes_json(tmp_path):
+    r = chadgpt('bench', '--config', 'small', '--steps', '1', '--tokens', '8', '--no-compile', '--json', tmp_path/'b.json')
+    assert r.returncode == 0, r.stderr
+    assert 'float32   heads     eager' in r.stdout and 'KV cache speed-up at 8 tokens' in r.stdout
+    res = json.loads((tmp_path/'b.json').read_text())
+    assert len(res['train']) == 4 and set(res['peak_tflops']) == {'float32', 'bfloat16'}
+    assert all(row['tokens_per_s'] > 0 for row in res['train'])
+
 @pytest.mark.parametrize('argv,message', BAD, ids=[' '.join(a) for a, _ in BAD])
 def test_bad_input_exits_2_with_one_line(home, argv, message):
+    if 'cuda' in argv and torch.cuda.is_available(): pytest.skip("this machine has CUDA")
     (home/'data'/'empty.txt').write_text('')
     (home/'data'/'latin1.txt').write_bytes('\xe9t\xe9'.encode('latin-1'))
     (home/'data'/'short.txt').write_text('to be or not to be, that is the question' * 2)

@@ -1,5 +1,6 @@
 """Fuzz every route of the REST API from its OpenAPI schema: whatever a client sends, the answer is never a 5xx."""
-import shutil
+import shutil, tempfile
+from pathlib import Path
 import pytest, schemathesis
 from hypothesis import HealthCheck, settings
 from schemathesis.checks import not_a_server_error
@@ -7,25 +8,27 @@ from chadgpt.api import create_app
 from chadgpt.model import GPTConfig
 from chadgpt.train import TrainConfig, train
 
-@pytest.fixture(scope='module')
-def api_schema(tmp_path_factory, shakespeare):
-    home = tmp_path_factory.mktemp('fuzz-home')
-    (home/'data').mkdir()
-    shutil.copy(shakespeare, home/'data'/'tinyshakespeare.txt')
-    (home/'data'/'notes.txt').write_text("a small dataset\nfor the fuzzer\n" * 20)
+# The schema is read from the app at import; the app's home is filled in by the fixture below.
+HOME = Path(tempfile.mkdtemp(prefix='chadgpt-fuzz-'))
+# training requests the fuzzer sends start real (small) jobs; big models are refused by the memory guard
+app = create_app(HOME, api_key='', max_train_bytes=64 * 2**20, max_upload_bytes=100_000)
+schema = schemathesis.openapi.from_asgi('/openapi.json', app)
+
+@pytest.fixture(scope='module', autouse=True)
+def fuzz_home(shakespeare):
+    (HOME/'data').mkdir(exist_ok=True)
+    shutil.copy(shakespeare, HOME/'data'/'tinyshakespeare.txt')
+    (HOME/'data'/'notes.txt').write_text("a small dataset\nfor the fuzzer\n" * 20)
     # a real model, so that the fuzzer's eval requests generate text
     train('tiny', GPTConfig(block_size=16, n_layer=1, n_head=1, n_embed=16),
-          TrainConfig(batch_size=4, max_iters=2, eval_interval=2, eval_iters=1), home=home, progress=False)
-    # training requests the fuzzer sends start real (small) jobs; big models are refused by the memory guard
-    app = create_app(home, max_train_bytes=64 * 2**20, max_upload_bytes=100_000)
-    app.state.fuzz_home = home
-    return schemathesis.openapi.from_asgi('/openapi.json', app)
-
-schema = schemathesis.pytest.from_fixture('api_schema')
+          TrainConfig(batch_size=4, max_iters=2, eval_interval=2, eval_iters=1), home=HOME, progress=False, overwrite=True)
+    yield HOME
+    app.state.store.shutdown()
+    shutil.rmtree(HOME, ignore_errors=True)
 
 @schema.parametrize()
 @settings(max_examples=40, deadline=None, suppress_health_check=list(HealthCheck))
 def test_no_server_errors(case):
     try: case.call_and_validate(checks=[not_a_server_error])
     finally:
-        for job in case.operation.schema.app.state.store.jobs.values(): job.stop.set()   # keep the CPU for the fuzzer
+        for job in app.state.store.jobs.values(): job.stop.set()   # keep the CPU for the fuzzer
