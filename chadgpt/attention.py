@@ -5,9 +5,11 @@
 # %% ../nbs/04_attention.ipynb #2739fecc
 from __future__ import annotations
 import math
+from contextlib import nullcontext
 import torch
 import torch.nn as nn
 from torch.nn import functional as F
+from torch.nn.attention import SDPBackend, sdpa_kernel
 
 # %% auto #0
 __all__ = ['Head', 'MultiHeadAttention', 'CausalSelfAttention', 'KVCache']
@@ -147,7 +149,11 @@ def forward(self:CausalSelfAttention, x, cache:KVCache|None=None):
     start = 0 if cache is None else len(cache)
     if cache is not None: k, v = cache.update(k, v)                    # (B, nh, start+T, hs)
     p = self.dropout_p if self.training else 0.0
-    if start == 0: y = F.scaled_dot_product_attention(q, k, v, is_causal=True, dropout_p=p)
+    if start == 0:
+        # PyTorch's CPU flash-attention kernel is slow at bf16 backward (measured in the benchmarks chapter): the
+        # plain matmul ("math") kernel computes the same thing faster there
+        with sdpa_kernel(SDPBackend.MATH) if x.device.type == 'cpu' and q.dtype == torch.bfloat16 else nullcontext():
+            y = F.scaled_dot_product_attention(q, k, v, is_causal=True, dropout_p=p)
     else:
         mask = None if T == 1 else torch.ones(T, start + T, dtype=torch.bool, device=x.device).tril(start)
         y = F.scaled_dot_product_attention(q, k, v, attn_mask=mask, dropout_p=p)

@@ -4,7 +4,7 @@
 
 # %% ../nbs/12_bench.ipynb #ef2e3abc
 from __future__ import annotations
-import json, os, platform, time
+import json, os, platform, statistics, time
 from dataclasses import replace
 import torch
 from .core import ChadGPTError
@@ -73,12 +73,14 @@ def train_throughput(cfg:GPTConfig, batch_size:int, device='auto', dtype='float3
         opt.step(); opt.zero_grad(set_to_none=True)
     t0 = time.perf_counter()
     for _ in range(warmup): step()
-    _sync(device); t1 = time.perf_counter()
-    for _ in range(steps): step()
-    _sync(device); t2 = time.perf_counter()
-    tps = B * T * steps / (t2 - t1)
+    _sync(device); warm = time.perf_counter() - t0
+    times = []
+    for _ in range(steps):                 # each step timed alone: the median shrugs off a busy neighbour
+        t = time.perf_counter(); step(); _sync(device); times.append(time.perf_counter() - t)
+    step_s = statistics.median(times)
+    tps = B * T / step_s
     return {'dtype': dtype, 'attention': attention, 'compile': compile, 'tokens_per_s': tps,
-            'step_ms': (t2 - t1) / steps * 1e3, 'warmup_s': t1 - t0, 'tflops': tps * flops_per_token(cfg) / 1e12}
+            'step_ms': step_s * 1e3, 'warmup_s': warm, 'tflops': tps * flops_per_token(cfg) / 1e12}
 
 # %% ../nbs/12_bench.ipynb #9fa49d9f
 @torch.no_grad()
