@@ -9,7 +9,7 @@ from dataclasses import replace
 import torch
 from .core import ChadGPTError
 from .model import GPT, GPTConfig
-from .train import TrainConfig, autocast, configure_optimizer, cpu_has_bf16, resolve_device
+from .train import TrainConfig, configure_optimizer, cpu_has_bf16, resolve_device, train_step
 
 # %% auto #0
 __all__ = ['BENCH_CONFIGS', 'flops_per_token', 'device_name', 'matmul_peak', 'train_throughput', 'generation_throughput',
@@ -66,11 +66,7 @@ def train_throughput(cfg:GPTConfig, batch_size:int, device='auto', dtype='float3
     net = torch.compile(model) if compile else model
     B, T = batch_size, cfg.block_size
     x, y = (torch.randint(cfg.vocab_size, (B, T), device=device) for _ in range(2))
-    def step():
-        with autocast(device, dt): _, loss = net(x, y)
-        loss.backward()
-        torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)
-        opt.step(); opt.zero_grad(set_to_none=True)
+    step = lambda: train_step(net, opt, x, y, device, dt, TrainConfig.grad_clip)   # the very step `chadgpt train` takes
     t0 = time.perf_counter()
     for _ in range(warmup): step()
     _sync(device); warm = time.perf_counter() - t0

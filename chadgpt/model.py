@@ -140,11 +140,13 @@ def check_sampling(temperature:float=1.0, top_k:int|None=None, top_p:float|None=
 
 def sample_next(logits, temperature:float=1.0, top_k:int|None=None, top_p:float|None=None, generator=None):
     "Sample one token id per row from last-position logits `(B, vocab_size)`; returns `(B, 1)`."
-    if not torch.isfinite(logits).all():
-        raise ChadGPTError("the model gives NaN/infinite scores (its training diverged); retrain it with a lower learning_rate")
+    scaled = logits.float() / temperature if temperature else logits
+    if not torch.isfinite(scaled).all():                  # one check per token on the usual path
+        if not torch.isfinite(logits).all():
+            raise ChadGPTError("the model gives NaN/infinite scores (its training diverged); retrain it with a lower learning_rate")
+        return logits.argmax(-1, keepdim=True)            # a temperature so small it overflows: its limit, greedy
     if temperature == 0: return logits.argmax(-1, keepdim=True)
-    logits = logits.float() / temperature
-    if not torch.isfinite(logits).all(): return logits.argmax(-1, keepdim=True)  # temperature so small it overflows: its limit, greedy
+    logits = scaled
     if top_k is not None and top_k < logits.shape[-1]:
         kth = torch.topk(logits, top_k).values[:, [-1]]
         logits = logits.masked_fill(logits < kth, float('-inf'))

@@ -21,7 +21,7 @@ from .model import GPT, GPTConfig
 __all__ = ['CONFIG', 'TOKENIZER', 'WEIGHTS', 'OPTIMIZER', 'STATE', 'METRICS', 'NEXT_OPTIMIZER', 'TrainConfig', 'get_lr',
            'resolve_device', 'configure_optimizer', 'cpu_has_bf16', 'resolve_dtype', 'autocast', 'estimate_loss',
            'models_dir', 'list_models', 'model_dir', 'read_json', 'read_metrics', 'checkpoint_step', 'TrainingRun',
-           'saved_configs', 'train', 'load_model']
+           'saved_configs', 'train_step', 'train', 'load_model']
 
 # %% ../nbs/06_train.ipynb #491fb407
 def _check(obj, k, integer=False, lo=None, hi=None, lo_open=False, hi_open=False):
@@ -198,9 +198,9 @@ def checkpoint_step(out:Path, repair:bool=False) -> int|None:
     before the swap, the new one beside it (moved into place when `repair`)."""
     step = _file_step(out/WEIGHTS)
     if step is None: return None
-    if _file_step(out/NEXT_OPTIMIZER) is not None:
-        if _file_step(out/NEXT_OPTIMIZER) == step and repair: os.replace(out/NEXT_OPTIMIZER, out/OPTIMIZER)
-        elif repair: (out/NEXT_OPTIMIZER).unlink()
+    if repair and (next_step := _file_step(out/NEXT_OPTIMIZER)) is not None:
+        if next_step == step: os.replace(out/NEXT_OPTIMIZER, out/OPTIMIZER)
+        else: (out/NEXT_OPTIMIZER).unlink()
     return step
 
 def _restore_checkpoint(out:Path, model:GPT, opt, gen:torch.Generator, device) -> int:
@@ -265,16 +265,20 @@ def saved_configs(name, home=None, model_overrides:dict|None=None, train_overrid
             TrainConfig.from_dict({**saved['train'], **(train_overrides or {})}))
 
 # %% ../nbs/06_train.ipynb #e3e940ff
+def train_step(model, opt, x, y, device, dtype=torch.float32, grad_clip:float=1.0):
+    "One optimisation step on the batch `(x, y)`: forward (under autocast), backward, clipping, AdamW; returns the loss."
+    with autocast(device, dtype): _, loss = model(x, y)
+    loss.backward()
+    if grad_clip: torch.nn.utils.clip_grad_norm_(model.parameters(), grad_clip)
+    opt.step()
+    opt.zero_grad(set_to_none=True)
+    return loss
+
 def _train_step(model, opt, data, tcfg, step, gen, device, dtype=torch.float32):
     lr = get_lr(step, tcfg)
     for g in opt.param_groups: g['lr'] = lr
     x, y = data.get_batch('train', tcfg.batch_size, model.config.block_size, gen, device)
-    with autocast(device, dtype): _, loss = model(x, y)
-    loss.backward()
-    if tcfg.grad_clip: torch.nn.utils.clip_grad_norm_(model.parameters(), tcfg.grad_clip)
-    opt.step()
-    opt.zero_grad(set_to_none=True)
-    return loss, lr
+    return train_step(model, opt, x, y, device, dtype, tcfg.grad_clip), lr
 
 def _append_metrics(out, record, step):
     "Append `record`, first dropping lines after `step` (left over from a run that crashed after them)."

@@ -176,16 +176,19 @@ def _watch(self:TrainPanel, name:str):
 def _show(self:TrainPanel, name:str, st:dict):
     self.status = st
     self.progress.max, self.progress.value = max(1, st['max_iters'] or 1), st['step']
-    if st.get('loss') is not None and (not self.batch_losses or self.batch_losses[-1][0] != st['step']):
-        self.batch_losses.append((st['step'], st['loss']))
-    try: self.metrics = read_metrics(name, self.store.home)
-    except ChadGPTError: pass
+    changed = st.get('loss') is not None and (not self.batch_losses or self.batch_losses[-1][0] != st['step'])
+    if changed: self.batch_losses.append((st['step'], st['loss']))
+    if st['val_loss'] != (self.metrics[-1]['val_loss'] if self.metrics else None) or st['state'] != 'running':
+        try: metrics = read_metrics(name, self.store.home)   # only when an evaluation may have added a point
+        except ChadGPTError: metrics = self.metrics
+        changed, self.metrics = changed or metrics != self.metrics, metrics
     num = lambda x, f: '–' if x is None else format(x, f)
     self.stats.value = (f"<code>{st['state']}</code> step {st['step']}/{st['max_iters']} · loss {num(st.get('loss'), '.3f')}"
                         f" · val {num(st['val_loss'], '.3f')} · {num(st['tokens_per_s'], ',.0f')} tokens/s"
                         f" · ETA {_fmt_eta(st.get('eta_s')) or '–'}")
-    self.fig = loss_figure(self.batch_losses, self.metrics, name)
-    self.plot.value = figure_png(self.fig)
+    if changed:                                   # redraw (a PNG render) only when there is something new to show
+        self.fig = loss_figure(self.batch_losses, self.metrics, name)
+        self.plot.value = figure_png(self.fig)
 
 # %% ../nbs/11_widgets.ipynb #4a87bf74
 class SamplePanel(W.VBox):
