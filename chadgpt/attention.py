@@ -5,14 +5,15 @@
 # %% ../nbs/04_attention.ipynb #2739fecc
 from __future__ import annotations
 import math
-from contextlib import nullcontext
+from functools import lru_cache
+import numpy as np
 import torch
 import torch.nn as nn
 from torch.nn import functional as F
-from torch.nn.attention import SDPBackend, sdpa_kernel
 
 # %% auto #0
-__all__ = ['Head', 'MultiHeadAttention', 'CausalSelfAttention', 'KVCache']
+__all__ = ['Head', 'MultiHeadAttention', 'dropout_mask', 'dropout', 'Dropout', 'causal_attention', 'CausalSelfAttention',
+           'KVCache']
 
 # %% ../nbs/04_attention.ipynb #041f8b09
 class Head(nn.Module):
@@ -53,26 +54,63 @@ class MultiHeadAttention(nn.Module):
     def forward(self, x):
         return self.dropout(self.proj(torch.cat([h(x) for h in self.heads], dim=-1)))  # (B, T, n_embed)
 
+# %% ../nbs/04_attention.ipynb #ce8c978c
+def dropout_mask(shape, p:float, dtype=torch.float32) -> torch.Tensor:
+    "CPU tensor of `shape`: 0 with probability `p` (to 1/65536), else `1/(1-p)`; seeded from torch's generator."
+    if not 0 <= p < 1: raise ValueError(f"dropout probability must be in [0, 1), got {p}")
+    n = math.prod(shape)
+    seed = int(torch.randint(0, 2**63 - 1, ()))            # from torch's generator: torch.manual_seed repeats masks
+    bits = np.random.PCG64(seed).random_raw(-(-n // 4)).view(np.int16)[:n]   # four 16-bit numbers per draw
+    keep = torch.from_numpy(bits) >= round(p * 65536) - 32768                 # uniform on [-32768, 32767]
+    return keep.view(shape).to(dtype).mul_(1 / (1 - p))
+
+# %% ../nbs/04_attention.ipynb #cc7f27a3
+def dropout(x:torch.Tensor, p:float, training:bool=True) -> torch.Tensor:
+    "`F.dropout`, drawing CPU masks with `dropout_mask`."
+    if not training or p == 0: return x
+    if x.device.type != 'cpu' or p == 1 or torch.compiler.is_compiling(): return F.dropout(x, p, True)
+    return x * dropout_mask(x.shape, p, x.dtype)
+
+class Dropout(nn.Dropout):
+    "`nn.Dropout` whose CPU masks come from `dropout_mask`."
+    def forward(self, x): return F.dropout(x, self.p, self.training, True) if self.inplace else dropout(x, self.p, self.training)
+
+# %% ../nbs/04_attention.ipynb #c1a6b538
+@lru_cache(maxsize=32)
+def _causal_bias(T:int, dtype:torch.dtype, device:torch.device) -> torch.Tensor:
+    return torch.full((T, T), float('-inf'), dtype=dtype, device=device).triu(1)   # 0 on and below the diagonal
+
+def causal_attention(q, k, v, dropout_p:float=0.0) -> torch.Tensor:
+    "Causal softmax attention of `(B, nh, T, hs)` queries, keys and values, written as two batched multiplies."
+    B, H, T, hs = q.shape
+    q, k, v = (t.reshape(B * H, T, hs) for t in (q, k, v))
+    att = torch.baddbmm(_causal_bias(T, q.dtype, q.device), q, k.transpose(1, 2), alpha=hs**-0.5).softmax(dim=-1)
+    return torch.bmm(dropout(att, dropout_p), v).view(B, H, T, hs)
+
 # %% ../nbs/04_attention.ipynb #2e54b001
 class CausalSelfAttention(nn.Module):
-    "Multi-head causal self-attention with one QKV projection and `F.scaled_dot_product_attention`."
+    "Multi-head causal self-attention with one QKV projection and fused attention kernels."
     def __init__(self, n_embed:int, n_head:int, block_size:int|None=None, dropout:float=0.0):
         super().__init__()
         if n_embed % n_head: raise ValueError(f"n_embed ({n_embed}) must be divisible by n_head ({n_head})")
         self.n_head, self.n_embed, self.dropout_p = n_head, n_embed, dropout
         self.c_attn = nn.Linear(n_embed, 3 * n_embed, bias=False)   # queries, keys, values of all heads
         self.c_proj = nn.Linear(n_embed, n_embed)
-        self.resid_dropout = nn.Dropout(dropout)
+        self.resid_dropout = Dropout(dropout)
 
     def _qkv(self, x):
         B, T, C = x.shape
         q, k, v = self.c_attn(x).split(self.n_embed, dim=2)
         return [t.view(B, T, self.n_head, C // self.n_head).transpose(1, 2) for t in (q, k, v)]  # (B, nh, T, hs)
 
+    def _attend(self, q, k, v):
+        p = self.dropout_p if self.training else 0.0
+        if q.device.type == 'cpu' and (q.dtype == torch.bfloat16 or p > 0): return causal_attention(q, k, v, p)
+        return F.scaled_dot_product_attention(q, k, v, is_causal=True, dropout_p=p)
+
     def forward(self, x):
         B, T, C = x.shape
-        q, k, v = self._qkv(x)
-        y = F.scaled_dot_product_attention(q, k, v, is_causal=True, dropout_p=self.dropout_p if self.training else 0.0)
+        y = self._attend(*self._qkv(x))                                  # (B, nh, T, hs)
         return self.resid_dropout(self.c_proj(y.transpose(1, 2).contiguous().view(B, T, C)))
 
 # %% ../nbs/04_attention.ipynb #e1e40054
@@ -148,13 +186,8 @@ def forward(self:CausalSelfAttention, x, cache:KVCache|None=None):
     q, k, v = self._qkv(x)                                             # (B, nh, T, hs)
     start = 0 if cache is None else len(cache)
     if cache is not None: k, v = cache.update(k, v)                    # (B, nh, start+T, hs)
-    p = self.dropout_p if self.training else 0.0
-    if start == 0:
-        # PyTorch's CPU flash-attention kernel is slow at bf16 backward (measured in the benchmarks chapter): the
-        # plain matmul ("math") kernel computes the same thing faster there
-        with sdpa_kernel(SDPBackend.MATH) if x.device.type == 'cpu' and q.dtype == torch.bfloat16 else nullcontext():
-            y = F.scaled_dot_product_attention(q, k, v, is_causal=True, dropout_p=p)
+    if start == 0: y = self._attend(q, k, v)
     else:
         mask = None if T == 1 else torch.ones(T, start + T, dtype=torch.bool, device=x.device).tril(start)
-        y = F.scaled_dot_product_attention(q, k, v, attn_mask=mask, dropout_p=p)
+        y = F.scaled_dot_product_attention(q, k, v, attn_mask=mask, dropout_p=self.dropout_p if self.training else 0.0)
     return self.resid_dropout(self.c_proj(y.transpose(1, 2).contiguous().view(B, T, C)))

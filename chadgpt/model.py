@@ -11,7 +11,7 @@ import torch.nn as nn
 from torch.nn import functional as F
 from fastcore.basics import patch
 from .core import ChadGPTError
-from .attention import MultiHeadAttention, CausalSelfAttention
+from .attention import MultiHeadAttention, CausalSelfAttention, Dropout
 
 # %% auto #0
 __all__ = ['GPTConfig', 'FeedForward', 'Block', 'GPT', 'check_sampling', 'sample_next', 'GPTCache']
@@ -63,7 +63,7 @@ class FeedForward(nn.Module):
         self.c_fc = nn.Linear(n_embed, 4 * n_embed)
         self.gelu = nn.GELU()
         self.c_proj = nn.Linear(4 * n_embed, n_embed)
-        self.dropout = nn.Dropout(dropout)
+        self.dropout = Dropout(dropout)
 
     def forward(self, x): return self.dropout(self.c_proj(self.gelu(self.c_fc(x))))
 
@@ -92,7 +92,7 @@ class GPT(nn.Module):
         self.config = c = config
         self.token_embedding = nn.Embedding(c.vocab_size, c.n_embed)
         self.position_embedding = nn.Embedding(c.block_size, c.n_embed)
-        self.drop = nn.Dropout(c.dropout)
+        self.drop = Dropout(c.dropout)
         self.blocks = nn.ModuleList([Block(c) for _ in range(c.n_layer)])
         self.ln_f = nn.LayerNorm(c.n_embed)
         self.lm_head = nn.Linear(c.n_embed, c.vocab_size, bias=False)
@@ -180,10 +180,11 @@ def generate_stream(self:GPT, idx, max_new_tokens:int, temperature:float=1.0, to
     self.eval()
     try:
         for _ in range(max_new_tokens):
-            if not use_cache: logits, _ = self(idx[:, -bs:])          # crop to the last block_size tokens
-            elif cache is None or idx.shape[1] > bs:                 # first step, or the window slid: prefill afresh
+            if not use_cache or idx.shape[1] > bs:                   # crop to the last block_size tokens; past
+                logits, _ = self(idx[:, -bs:])                       # the window each step slides it: no cache to keep
+            elif cache is None:                                      # first step: prefill the cache with the prompt
                 cache = self.new_cache()
-                logits, _ = self(idx[:, -bs:], cache=cache)
+                logits, _ = self(idx, cache=cache)
             else: logits, _ = self(idx[:, cache.length:], cache=cache)  # only the new token
             nxt = sample_next(logits[:, -1, :], temperature, top_k, top_p, generator)
             idx = torch.cat((idx, nxt), dim=1)
