@@ -76,9 +76,12 @@ class Dropout(nn.Dropout):
     def forward(self, x): return F.dropout(x, self.p, self.training, True) if self.inplace else dropout(x, self.p, self.training)
 
 # %% ../nbs/04_attention.ipynb #c1a6b538
-@lru_cache(maxsize=32)
-def _causal_bias(T:int, dtype:torch.dtype, device:torch.device) -> torch.Tensor:
+def _make_bias(T:int, dtype:torch.dtype, device:torch.device) -> torch.Tensor:
     return torch.full((T, T), float('-inf'), dtype=dtype, device=device).triu(1)   # 0 on and below the diagonal
+_cached_bias = lru_cache(maxsize=32)(_make_bias)
+
+def _causal_bias(T, dtype, device):   # torch.compile traces the plain function (and folds it into a constant)
+    return (_make_bias if torch.compiler.is_compiling() else _cached_bias)(T, dtype, device)
 
 def causal_attention(q, k, v, dropout_p:float=0.0) -> torch.Tensor:
     "Causal softmax attention of `(B, nh, T, hs)` queries, keys and values, written as two batched multiplies."
