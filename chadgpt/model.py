@@ -26,7 +26,7 @@ class GPTConfig:
     n_head: int = 4
     n_embed: int = 128
     dropout: float = 0.0
-    attention: str = 'fused'    # 'fused' (one QKV projection + SDPA) or 'heads' (the lecture's module per head)
+    attention: str = 'fused'    # 'fused' (one QKV projection, fused kernels) or 'heads' (the lecture's module per head)
     tie_weights: bool = True    # share the token embedding with the output layer, as GPT-2 does
     n_heads: InitVar[int|None] = None
 
