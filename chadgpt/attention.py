@@ -5,7 +5,6 @@
 # %% ../nbs/04_attention.ipynb #2739fecc
 from __future__ import annotations
 import math
-from functools import lru_cache
 import numpy as np
 import torch
 import torch.nn as nn
@@ -76,18 +75,12 @@ class Dropout(nn.Dropout):
     def forward(self, x): return F.dropout(x, self.p, self.training, True) if self.inplace else dropout(x, self.p, self.training)
 
 # %% ../nbs/04_attention.ipynb #c1a6b538
-def _make_bias(T:int, dtype:torch.dtype, device:torch.device) -> torch.Tensor:
-    return torch.full((T, T), float('-inf'), dtype=dtype, device=device).triu(1)   # 0 on and below the diagonal
-_cached_bias = lru_cache(maxsize=32)(_make_bias)
-
-def _causal_bias(T, dtype, device):   # torch.compile traces the plain function (and folds it into a constant)
-    return (_make_bias if torch.compiler.is_compiling() else _cached_bias)(T, dtype, device)
-
 def causal_attention(q, k, v, dropout_p:float=0.0) -> torch.Tensor:
     "Causal softmax attention of `(B, nh, T, hs)` queries, keys and values, written as two batched multiplies."
     B, H, T, hs = q.shape
     q, k, v = (t.reshape(B * H, T, hs) for t in (q, k, v))
-    att = torch.baddbmm(_causal_bias(T, q.dtype, q.device), q, k.transpose(1, 2), alpha=hs**-0.5).softmax(dim=-1)
+    bias = torch.full((T, T), float('-inf'), dtype=q.dtype, device=q.device).triu(1)   # 0 on and below the diagonal
+    att = torch.baddbmm(bias, q, k.transpose(1, 2), alpha=hs**-0.5).softmax(dim=-1)
     return torch.bmm(dropout(att, dropout_p), v).view(B, H, T, hs)
 
 # %% ../nbs/04_attention.ipynb #2e54b001
