@@ -4,11 +4,13 @@
 
 # %% ../nbs/10_api.ipynb #87ec3505
 from __future__ import annotations
-import hmac, json, os, socket
+import hmac, ipaddress, json, os, re, socket, sys, threading
 from itertools import chain, islice
 from contextlib import asynccontextmanager
 from pathlib import Path
-from typing import Literal
+from typing import Annotated, Literal
+from urllib.parse import urlsplit
+from annotated_types import Ge, Le
 from fastapi import Depends, FastAPI, File, Form, Query, Request, UploadFile
 from fastapi.exceptions import RequestValidationError
 from fastapi.middleware.cors import CORSMiddleware
@@ -16,21 +18,27 @@ from fastapi.responses import FileResponse, JSONResponse, StreamingResponse
 from fastapi.staticfiles import StaticFiles
 from importlib import resources
 from fastapi.security import APIKeyHeader
-from pydantic import AliasChoices, BaseModel, ConfigDict, Field, model_validator
-from .core import ChadGPTError, NotFoundError, ConflictError
+from pydantic import AliasChoices, BaseModel, BeforeValidator, ConfigDict, Field, field_validator, model_validator
+from starlette.background import BackgroundTask
+from starlette.concurrency import iterate_in_threadpool
+from starlette.datastructures import Headers
+from starlette.exceptions import HTTPException
+from .core import ChadGPTError, NotFoundError, ConflictError, BusyError, check_name
 from .model import GPTConfig
 from .train import TrainConfig, saved_configs
 from .sample import stream_text
-from .store import Store, TooLargeError
+from .store import Store, TooLargeError, DiskFullError, estimate_train_bytes
 
 # %% auto #0
-__all__ = ['MODEL_KEYS', 'TRAIN_KEYS', 'STATIC', 'Hyperparameters', 'TrainRequest', 'estimate_train_bytes', 'request_configs',
-           'UnauthorizedError', 'create_app', 'serve']
+__all__ = ['MODEL_KEYS', 'TRAIN_KEYS', 'SAFE_METHODS', 'OPEN_PATHS', 'LOOPBACK_HOSTS', 'SECURITY_HEADERS', 'MAX_BODY_BYTES',
+           'STATIC', 'WILDCARD_HOSTS', 'Hyperparameters', 'TrainRequest', 'request_configs', 'UnauthorizedError',
+           'public_message', 'host_name', 'authority', 'Guard', 'machine_memory', 'create_app', 'Int',
+           'allowed_hosts_for', 'serve']
 
 # %% ../nbs/10_api.ipynb #5c4072de
 class Hyperparameters(BaseModel):
     "Model and training settings; omitted ones take chadgpt's defaults."
-    model_config = ConfigDict(extra='forbid')
+    model_config = ConfigDict(extra='forbid', strict=True)
     vocab_size: int | None = Field(None, ge=1, le=1_000_000, description="accepted for compatibility; derived from the tokenizer")
     block_size: int | None = Field(None, examples=[GPTConfig.block_size], ge=1, le=2048)
     n_head: int | None = Field(None, examples=[GPTConfig.n_head], ge=1, le=64, validation_alias=AliasChoices('n_head', 'n_heads'))
@@ -56,25 +64,23 @@ class Hyperparameters(BaseModel):
 
 class TrainRequest(BaseModel):
     "Body of `POST /lm/{name}/train`."
-    model_config = ConfigDict(extra='forbid')
-    dataset: str = Field('shakespeare', min_length=1, max_length=64)
+    model_config = ConfigDict(extra='forbid', strict=True)
+    dataset: str = Field('shakespeare', min_length=1, max_length=64,
+                         description="a built-in (shakespeare) or an uploaded dataset's name; never a path")
     tokenizer: Literal['character'] = 'character'
     hyperparameters: Hyperparameters = Field(default_factory=Hyperparameters)
     resume: bool = Field(False, description="continue the model from its last checkpoint instead of starting afresh")
     device: str = Field('auto', pattern=r'^(auto|cpu|cuda(:\d+)?)$')
     dtype: Literal['auto', 'float32', 'bfloat16'] = Field('auto', description="compute precision (auto: bf16 where it is fast)")
 
+    @field_validator('dataset')
+    @classmethod
+    def _a_name(cls, v): return check_name(v, 'dataset')     # over HTTP a dataset is a name, never a path
+
 # %% ../nbs/10_api.ipynb #3d5ac516
 MODEL_KEYS = ('block_size', 'n_head', 'n_embed', 'n_layer', 'dropout', 'attention')
 TRAIN_KEYS = ('batch_size', 'max_iters', 'learning_rate', 'eval_interval', 'eval_iters', 'weight_decay', 'warmup_iters',
               'grad_clip', 'seed')
-
-def estimate_train_bytes(m:GPTConfig, batch_size:int) -> int:
-    "Rough memory (bytes) to train `m` at `batch_size` in fp32 with AdamW."
-    C, L, T, V = m.n_embed, m.n_layer, m.block_size, max(m.vocab_size, 256)
-    params = L * 12 * C * C + (V + T) * C
-    activations = 4 * L * batch_size * T * (17 * C + 2.5 * m.n_head * T) + 8 * batch_size * T * V
-    return int(16 * params + activations)
 
 def request_configs(req:TrainRequest, name:str|None=None, home=None) -> tuple[GPTConfig, TrainConfig]:
     "The configs a request asks for: given settings over the defaults, or over the saved ones when resuming."
@@ -85,51 +91,158 @@ def request_configs(req:TrainRequest, name:str|None=None, home=None) -> tuple[GP
 
 # %% ../nbs/10_api.ipynb #e8b6d145
 class UnauthorizedError(ChadGPTError):
-    "A mutating request without the right API key."
+    "A request without the right API key."
 
 def _status_of(e:ChadGPTError) -> int:
-    if isinstance(e, UnauthorizedError): return 401
-    if isinstance(e, NotFoundError): return 404
-    if isinstance(e, ConflictError): return 409
-    if isinstance(e, TooLargeError): return 413
+    for cls, code in ((UnauthorizedError, 401), (NotFoundError, 404), (ConflictError, 409), (TooLargeError, 413),
+                      (BusyError, 429), (DiskFullError, 507)):
+        if isinstance(e, cls): return code
     return 422
+
+_ABS_PATH = re.compile(r"(?<![\w.:/~-])/(?:[^\s'\"/]+/)+")   # the folders of an absolute path (not of a URL)
+
+def public_message(text:str, home:Path) -> str:
+    "`text` with server paths cut down: under `home` to `data/x` or `models/y`, anywhere else to the last part."
+    text = text.replace(str(Path(home).resolve()).rstrip('/') + '/', '')
+    return _ABS_PATH.sub('', text)
 
 def _field(loc) -> str:
     return '.'.join(str(p) for p in loc if p not in ('body', 'query', 'path')) or 'request'
 
 def _add_error_handlers(app:FastAPI):
+    public = lambda msg: public_message(msg, app.state.store.home)
+
     @app.exception_handler(ChadGPTError)
     async def chadgpt_error(request, e: ChadGPTError):
-        return JSONResponse({'detail': str(e)}, status_code=_status_of(e))
+        headers = {'Retry-After': str(e.retry_after)} if isinstance(e, BusyError) else None
+        return JSONResponse({'detail': public(str(e))}, status_code=_status_of(e), headers=headers)
 
     @app.exception_handler(RequestValidationError)
     async def validation_error(request, e: RequestValidationError):
         msgs = [f"{_field(err['loc'])}: {err['msg'].removeprefix('Value error, ')}" for err in e.errors()]
         return JSONResponse({'detail': '; '.join(msgs)}, status_code=422)
 
-# %% ../nbs/10_api.ipynb #b2755ac0
-_key_header = APIKeyHeader(name='X-API-Key', auto_error=False)
+    @app.exception_handler(HTTPException)
+    async def http_error(request, e: HTTPException):
+        detail = e.detail
+        if e.status_code == 413:
+            upload = request.url.path == '/ds/upload'
+            limit = app.state.store.max_upload_bytes if upload else app.state.max_body_bytes
+            detail = f"{'upload' if upload else 'request body'} is larger than the {limit:,}-byte limit"
+        return JSONResponse({'detail': detail}, status_code=e.status_code, headers=e.headers)
 
-def _require_key(request: Request, key: str | None = Depends(_key_header)):
-    expected = request.app.state.api_key
-    if not expected: return
-    auth = request.headers.get('authorization', '')
-    given = key or (auth[7:] if auth.lower().startswith('bearer ') else '')
-    if not hmac.compare_digest(given.encode(), expected.encode()):
-        raise UnauthorizedError("missing or wrong API key: send it in the X-API-Key header")
+    @app.exception_handler(Exception)
+    async def server_error(request, e: Exception):      # a bug: logged with its traceback, answered without it
+        return JSONResponse({'detail': "internal server error; the server's log has the details"}, status_code=500)
+
+# %% ../nbs/10_api.ipynb #78124c73
+SAFE_METHODS = frozenset({'GET', 'HEAD', 'OPTIONS'})
+OPEN_PATHS = frozenset({'/', '/docs', '/docs/oauth2-redirect', '/redoc', '/openapi.json'})   # and /static/...
+LOOPBACK_HOSTS = ('localhost', '127.0.0.1', '::1')
+SECURITY_HEADERS = [(b'x-content-type-options', b'nosniff'), (b'x-frame-options', b'DENY'),
+                    (b'content-security-policy', b"frame-ancestors 'none'"), (b'referrer-policy', b'same-origin')]
+
+def host_name(host:str) -> str:
+    "The name in a `Host` header or URL authority: no port, no IPv6 brackets, lower case, no trailing dot."
+    h = host.strip().lower()
+    if h.startswith('['): h = h[1:h.index(']')] if ']' in h else ''
+    elif h.count(':') == 1: h = h.split(':')[0]
+    return h.rstrip('.')
+
+def authority(s:str) -> tuple[str, int|None]|None:
+    "`(name, port)` of a `Host` header or of an origin such as `http://localhost:8000`; `None` if malformed."
+    try:
+        u = urlsplit(s if '//' in s else '//' + s)
+        return host_name(u.netloc), u.port
+    except ValueError: return None
+
+def _ip(h:str):
+    try: return ipaddress.ip_address(h)
+    except ValueError: return None
+
+# %% ../nbs/10_api.ipynb #e578e86a
+class Guard:
+    "ASGI middleware: check `Host`, refuse cross-site requests and check the API key before any route reads a body."
+    def __init__(self, app, api_key:str|None=None, allowed_hosts=LOOPBACK_HOSTS, allowed_origins=(), key_for_reads=False):
+        self.app, self.api_key, self.key_for_reads = app, api_key or None, key_for_reads
+        self.origins = {o.rstrip('/').lower() for o in allowed_origins}
+        hosts = [h.strip().lower() for h in allowed_hosts]
+        self.any_host = '*' in hosts
+        self.networks = [ipaddress.ip_network(h, strict=False) for h in hosts if '/' in h]   # e.g. 192.168.0.0/16
+        self.hosts = {host_name(h) for h in hosts if '/' not in h}
+
+    def host_ok(self, h:str) -> bool:
+        ip = _ip(h)
+        return self.any_host or h in self.hosts or (ip is not None and any(ip in n for n in self.networks))
+
+    def key_ok(self, headers:Headers) -> bool:
+        given, auth = headers.get('x-api-key', ''), headers.get('authorization', '')
+        if not given and auth[:7].lower() == 'bearer ': given = auth[7:]
+        return hmac.compare_digest(given.encode('latin-1'), self.api_key.encode('utf-8'))
+
+    def refusal(self, method:str, path:str, headers:Headers) -> tuple[int, str]|None:
+        "Why this request is refused, as `(status, message)`; `None` lets it through."
+        host = headers.get('host')
+        here = None if host is None else authority(host)
+        if host is not None and (here is None or not self.host_ok(here[0])):
+            name = here[0] if here else host[:100]
+            return 400, (f"this server does not answer to host {name!r} (a guard against DNS rebinding); "
+                         f"start it with --allowed-host {name} if that name is really this server")
+        origin, site = headers.get('origin'), headers.get('sec-fetch-site', '')
+        own = origin is not None and here is not None and authority(origin) == here
+        allowed = own or (origin is not None and (origin.rstrip('/').lower() in self.origins or '*' in self.origins))
+        navigation = method == 'GET' and headers.get('sec-fetch-mode') == 'navigate'
+        if not allowed and ((origin is not None and method not in SAFE_METHODS) or
+                            (site in ('cross-site', 'same-site') and not navigation)):
+            return 403, (f"cross-site request refused: pages from {origin or 'another site'} may not use this server "
+                         "(allow an origin with --cors-origin)")
+        if self.api_key and method != 'OPTIONS' and (method not in SAFE_METHODS or self.key_for_reads) \
+           and path not in OPEN_PATHS and not path.startswith('/static/') and not self.key_ok(headers):
+            return 401, "missing or wrong API key: send it in the X-API-Key header"
+        return None
+
+    async def __call__(self, scope, receive, send):
+        if scope['type'] != 'http': return await self.app(scope, receive, send)
+        async def send_secure(message):
+            if message['type'] == 'http.response.start':
+                message['headers'] = [*message.get('headers', []), *SECURITY_HEADERS]
+            await send(message)
+        if (why := self.refusal(scope['method'], scope['path'], Headers(scope=scope))) is not None:
+            status, detail = why
+            headers = {'WWW-Authenticate': 'Bearer'} if status == 401 else None
+            return await JSONResponse({'detail': detail}, status_code=status, headers=headers)(scope, receive, send_secure)
+        await self.app(scope, receive, send_secure)
+
+# %% ../nbs/10_api.ipynb #b2755ac0
+_key_header = APIKeyHeader(name='X-API-Key', auto_error=False)   # documents the key in /docs; `Guard` checks it
+MAX_BODY_BYTES = 64 * 1024                                       # a training request's body (an upload's: its own limit)
+
+def machine_memory() -> int:
+    "Bytes of memory this process may use: the machine's, or its container's (cgroup v2) limit if lower."
+    total = os.sysconf('SC_PAGE_SIZE') * os.sysconf('SC_PHYS_PAGES')
+    try: limit = Path('/sys/fs/cgroup/memory.max').read_text().strip()
+    except OSError: limit = 'max'
+    return min(total, int(limit)) if limit.isdigit() else total
 
 def create_app(home=None, api_key:str|None=None, cors_origins:list[str]|None=None, max_upload_bytes:int=50_000_000,
-               workers:int=1, max_train_bytes:int=12 * 2**30) -> FastAPI:
-    "The chadgpt REST service over the store in `home`."
-    store = Store(home, max_upload_bytes=max_upload_bytes, workers=workers)
+               workers:int=1, max_job_bytes:int|None=None, max_generations:int|None=None,
+               allowed_hosts:list[str]|None=None, key_for_reads:bool=False) -> FastAPI:
+    "The chadgpt REST service over the store in `home`, answering to `allowed_hosts` (default: loopback names)."
+    store = Store(home, max_upload_bytes=max_upload_bytes, workers=workers,
+                  max_job_bytes=machine_memory() // 2 if max_job_bytes is None else max_job_bytes)
     @asynccontextmanager
     async def lifespan(app):
         yield
         store.shutdown()
     app = FastAPI(title='chadgpt', description="Train GPT language models from scratch and sample from them.",
                   lifespan=lifespan)
-    app.state.store, app.state.max_train_bytes = store, max_train_bytes
-    app.state.api_key = api_key if api_key is not None else os.environ.get('CHADGPT_API_KEY') or None
+    n = max_generations or 2 * (os.cpu_count() or 1)
+    app.state.store, app.state.max_body_bytes = store, MAX_BODY_BYTES
+    app.state.generations, app.state.max_generations = threading.BoundedSemaphore(n), n
+    key = api_key if api_key is not None else os.environ.get('CHADGPT_API_KEY') or None
+    if key_for_reads and not key: raise ChadGPTError("key_for_reads needs an API key (--api-key or $CHADGPT_API_KEY)")
+    app.add_middleware(Guard, api_key=key, allowed_hosts=allowed_hosts or LOOPBACK_HOSTS,
+                       allowed_origins=cors_origins or (), key_for_reads=key_for_reads)
     if cors_origins: app.add_middleware(CORSMiddleware, allow_origins=cors_origins, allow_methods=['*'], allow_headers=['*'])
     _add_error_handlers(app)
     _add_dataset_routes(app, store)
@@ -139,12 +252,13 @@ def create_app(home=None, api_key:str|None=None, cors_origins:list[str]|None=Non
 
 # %% ../nbs/10_api.ipynb #34feeb1f
 def _add_dataset_routes(app:FastAPI, store:Store):
-    auth = [Depends(_require_key)]
+    auth = [Depends(_key_header)]
 
     @app.get('/ds', response_model=list[str], summary="List dataset names (built-ins included)")
     def list_datasets(): return store.list_datasets()
 
-    @app.post('/ds/upload', status_code=201, dependencies=auth, summary="Upload a UTF-8 text file as a dataset")
+    @app.post('/ds/upload', status_code=201, dependencies=auth, summary="Upload a UTF-8 text file as a dataset",
+              max_body_size=store.max_upload_bytes + 64 * 1024)           # the file plus the form's own bytes
     def upload_dataset(file: UploadFile = File(...), name: str | None = Form(None),
                        overwrite: bool = Form(False), overwrite_q: bool = Query(False, alias='overwrite')):
         name = name or Path(file.filename or '').name
@@ -156,48 +270,42 @@ def _add_dataset_routes(app:FastAPI, store:Store):
     @app.get('/ds/{name}', summary="Size, characters and vocabulary of a dataset")
     def dataset_info(name: str): return store.dataset_info(name)
 
-    @app.delete('/ds/{name}', dependencies=auth, summary="Delete a dataset")
+    @app.delete('/ds/{name}', dependencies=auth, summary="Delete an uploaded dataset (built-ins stay)")
     def delete_dataset(name: str):
         store.delete_dataset(name)
         return {'message': f"dataset {name!r} deleted"}
 
-    @app.middleware('http')
-    async def limit_upload_size(request: Request, call_next):
-        n = request.headers.get('content-length')
-        if request.url.path == '/ds/upload' and n and n.isdigit() and int(n) > store.max_upload_bytes + 1_000_000:
-            return JSONResponse({'detail': f"upload is larger than the {store.max_upload_bytes:,}-byte limit"}, status_code=413)
-        return await call_next(request)
-
 # %% ../nbs/10_api.ipynb #6f839633
 def _add_model_routes(app:FastAPI, store:Store):
-    auth = [Depends(_require_key)]
+    auth = [Depends(_key_header)]
+    public_status = lambda st: {**st, 'error': st['error'] and public_message(st['error'], store.home)}
 
     @app.get('/lm', response_model=list[str], summary="List model names")
     def list_models(): return store.list_models()
 
     @app.get('/lm/{name}', summary="Config, tokenizer, metrics and status of a model")
-    def model_info(name: str): return store.model_info(name)
+    def model_info(name: str):
+        info = store.model_info(name)
+        cfg = info['config'] and {**info['config'], 'dataset': Path(info['config']['dataset']).name}  # a CLI path: its name
+        return {**info, 'config': cfg, 'status': public_status(info['status'])}
 
     @app.delete('/lm/{name}', dependencies=auth, summary="Delete a model (not while it trains)")
     def delete_model(name: str):
         store.delete_model(name)
         return {'message': f"model {name!r} deleted"}
 
-    @app.post('/lm/{name}/train', status_code=202, dependencies=auth, summary="Start training in the background")
+    @app.post('/lm/{name}/train', status_code=202, dependencies=auth, summary="Start training in the background",
+              max_body_size=MAX_BODY_BYTES)
     def train_model(name: str, req: TrainRequest):
-        mcfg, tcfg = request_configs(req, name, store.home)
-        need = estimate_train_bytes(mcfg, tcfg.batch_size)
-        if need > app.state.max_train_bytes:
-            raise ChadGPTError(f"this model needs about {need / 2**30:.1f} GiB to train, more than this server allows "
-                               f"({app.state.max_train_bytes / 2**30:.1f} GiB); make it smaller")
+        mcfg, tcfg = request_configs(req, check_name(name), store.home)
         store.train(name, mcfg, tcfg, None if req.resume else req.dataset, resume=req.resume)
-        return store.status(name)
+        return public_status(store.status(name))
 
     @app.get('/lm/{name}/status', summary="Training status: state, step, losses, tokens/s, ETA")
-    def status(name: str): return store.status(name)
+    def status(name: str): return public_status(store.status(name))
 
     @app.post('/lm/{name}/cancel', dependencies=auth, summary="Stop training at the next step, keeping a checkpoint")
-    def cancel(name: str): return store.cancel(name)
+    def cancel(name: str): return public_status(store.cancel(name))
 
     _add_eval_route(app, store)
 
@@ -214,23 +322,55 @@ def _sse(pieces):
         return
     yield f"event: done\ndata: {json.dumps({'tokens': n})}\n\n"
 
+def _once(f):
+    "`f`, callable any number of times from any thread, run only the first time."
+    lock, done = threading.Lock(), []
+    def g():
+        with lock:
+            if not done: done.append(True); f()
+    return g
+
+async def _until_closed(events, release):
+    "`events` (a blocking iterator, stepped in worker threads) as a stream that calls `release` however it ends."
+    try:
+        async for e in iterate_in_threadpool(events): yield e
+    finally: release()                         # done, failed, or cancelled because the client went away
+
+def _digits(v):
+    if isinstance(v, str) and not re.fullmatch(r'-?[0-9]+', v): raise ValueError("Input should be an integer written in digits")
+    return v
+
+def Int(lo:int, hi:int):
+    "A query-string integer from `lo` to `hi`, in digits (pydantic alone takes '2.0', ' 2' and '2_0' as 2)."
+    return Annotated[int, Ge(lo), Le(hi), BeforeValidator(_digits)]
+
 def _add_eval_route(app:FastAPI, store:Store):
     @app.get('/lm/{name}/eval', summary="Generate text (JSON, or Server-Sent Events with stream=true)")
     def evaluate(name: str,
-                 tokens: int = Query(1000, ge=1, le=10_000, description="number of characters to generate"),
+                 tokens: Annotated[Int(1, 10_000), Query(description="number of characters to generate")] = 1000,
                  split_newlines: bool = Query(False, description="return a list of lines instead of one string"),
                  prompt: str = Query('', max_length=10_000),
                  temperature: float = Query(1.0, ge=0, le=100, description="0 = greedy"),
-                 top_k: int | None = Query(None, ge=1, le=1_000_000),
+                 top_k: Annotated[Int(1, 1_000_000) | None, Query()] = None,
                  top_p: float | None = Query(None, gt=0, le=1),
-                 seed: int | None = Query(None, ge=0, le=2**63 - 1),
+                 seed: Annotated[Int(0, 2**63 - 1) | None, Query()] = None,
                  stream: bool = Query(False, description="stream the text as Server-Sent Events")):
-        model, tok = store.load(name)
-        pieces = stream_text(model, tok, prompt, tokens, temperature, top_k, top_p, seed)
-        if stream:
-            first = list(islice(pieces, 1))   # a model that cannot generate fails here, with a proper status
-            return StreamingResponse(_sse(chain(first, pieces)), media_type='text/event-stream', headers={'Cache-Control': 'no-cache'})
-        text = ''.join(pieces)
+        if not app.state.generations.acquire(blocking=False):
+            raise BusyError(f"{app.state.max_generations} generations are running, the most this server runs at once; "
+                            "try again in a moment", retry_after=1)
+        release, streaming = _once(app.state.generations.release), False
+        try:
+            model, tok = store.load(name)
+            pieces = stream_text(model, tok, prompt, tokens, temperature, top_k, top_p, seed)
+            if stream:
+                first = list(islice(pieces, 1))   # a model that cannot generate fails here, with a proper status
+                response = StreamingResponse(_until_closed(_sse(chain(first, pieces)), release), media_type='text/event-stream',
+                                             headers={'Cache-Control': 'no-cache'}, background=BackgroundTask(release))
+                streaming = True                  # from here the stream's end (or the client's leaving) gives the slot back
+                return response
+            text = ''.join(pieces)
+        finally:
+            if not streaming: release()
         return {'eval': text.split('\n') if split_newlines else text, 'prompt': prompt, 'tokens': tokens,
                 'temperature': temperature, 'top_k': top_k, 'top_p': top_p, 'seed': seed}
 
@@ -244,11 +384,25 @@ def _add_web_page(app:FastAPI):
     def index(): return FileResponse(str(STATIC/'index.html'))
 
 # %% ../nbs/10_api.ipynb #fc3d9ff1
-def serve(host:str='127.0.0.1', port:int=8000, home=None, **kwargs):
+WILDCARD_HOSTS = ('', '0.0.0.0', '::')
+
+def allowed_hosts_for(host:str, extra=()) -> list[str]:
+    "The `Host` names a server bound to `host` answers to: loopback names, `host` (or, for a wildcard, this machine's names and any IP), and `extra`."
+    names = [*LOOPBACK_HOSTS, *extra]
+    if host in WILDCARD_HOSTS: names += [socket.gethostname(), socket.getfqdn(), '0.0.0.0/0', '::/0']
+    elif host_name(host) not in names: names.append(host_name(host))
+    return names
+
+def serve(host:str='127.0.0.1', port:int=8000, home=None, allowed_hosts=(), **kwargs):
     "Run the chadgpt service on `host:port` until interrupted."
     import uvicorn
     with socket.socket(socket.AF_INET6 if ':' in host else socket.AF_INET) as s:
         s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
         try: s.bind((host, port))
         except OSError as e: raise ChadGPTError(f"cannot listen on {host}:{port} ({e.strerror}); pick another --port") from None
-    uvicorn.run(create_app(home, **kwargs), host=host, port=port, log_level='info')
+    app = create_app(home, allowed_hosts=allowed_hosts_for(host, allowed_hosts), **kwargs)
+    ip = _ip(host_name(host))
+    if not (host in LOOPBACK_HOSTS or (ip and ip.is_loopback)) and not (kwargs.get('api_key') or os.environ.get('CHADGPT_API_KEY')):
+        print(f"warning: listening on {host} without an API key: anyone who can reach port {port} can upload, train and "
+              "delete; set --api-key or $CHADGPT_API_KEY", file=sys.stderr, flush=True)
+    uvicorn.run(app, host=host, port=port, log_level='info')

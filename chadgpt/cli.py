@@ -4,7 +4,7 @@
 
 # %% ../nbs/08_cli.ipynb #af795a7d
 from __future__ import annotations
-import argparse, json, re, signal, sys, threading, time
+import argparse, ipaddress, json, os, re, signal, sys, threading, time
 from dataclasses import fields
 from pathlib import Path
 from . import __version__
@@ -66,10 +66,17 @@ def build_parser() -> argparse.ArgumentParser:
     v.add_argument('--port', type=int, default=8000, help="(default: 8000)")
     v.add_argument('--home', help="folder holding data/ and models/ (default: $CHADGPT_HOME or .)")
     v.add_argument('--api-key', help="require this key on every change (default: $CHADGPT_API_KEY, else none)")
+    v.add_argument('--key-for-reads', action='store_true', help="require the key for reading and generating too")
+    v.add_argument('--allowed-host', action='append', default=[], metavar='NAME',
+                   help="also answer to this Host name or IP network, e.g. chad.example.com (repeatable; '*' for any)")
     v.add_argument('--cors-origin', action='append', default=[], metavar='ORIGIN',
                    help="allow browser requests from ORIGIN (repeatable; default: none)")
     v.add_argument('--max-upload-mb', type=float, default=50, help="largest dataset upload (default: 50)")
     v.add_argument('--workers', type=int, default=1, help="training jobs run at once (default: 1)")
+    v.add_argument('--max-job-gb', type=float, help="memory the training jobs that run together may use "
+                   "(default: half of this machine's)")
+    v.add_argument('--max-generations', type=int, help="text generations run at once; more get 429 "
+                   "(default: twice the CPU cores)")
     b = sub.add_parser('bench', help="measure training and generation speed",
                        description="Benchmark training (fp32/bf16 x heads/fused x eager/compile) and generation.")
     b.add_argument('--config', default='lecture', choices=('small', 'lecture', 'gpt2-124m'), help="(default: lecture)")
@@ -132,9 +139,21 @@ def cmd_serve(args) -> int:
     from chadgpt.api import serve   # the service layer; only this command needs it
     if not 0 < args.port < 65536: raise ChadGPTError(f"--port must be between 1 and 65535, got {args.port}")
     if args.workers < 1: raise ChadGPTError(f"--workers must be at least 1, got {args.workers}")
-    if args.max_upload_mb <= 0: raise ChadGPTError(f"--max-upload-mb must be positive, got {args.max_upload_mb}")
-    serve(args.host, args.port, args.home, api_key=args.api_key, cors_origins=args.cors_origin,
-          max_upload_bytes=int(args.max_upload_mb * 1_000_000), workers=args.workers)
+    if not 0 < args.max_upload_mb < 1e6: raise ChadGPTError(f"--max-upload-mb must be positive, got {args.max_upload_mb}")
+    if args.max_job_gb is not None and not 0 < args.max_job_gb < 1e6:
+        raise ChadGPTError(f"--max-job-gb must be positive, got {args.max_job_gb}")
+    if args.max_generations is not None and args.max_generations < 1:
+        raise ChadGPTError(f"--max-generations must be at least 1, got {args.max_generations}")
+    if args.key_for_reads and not (args.api_key or os.environ.get('CHADGPT_API_KEY')):
+        raise ChadGPTError("--key-for-reads needs a key: --api-key KEY or $CHADGPT_API_KEY")
+    for h in args.allowed_host:
+        if '/' in h:
+            try: ipaddress.ip_network(h, strict=False)
+            except ValueError: raise ChadGPTError(f"--allowed-host {h!r} is neither a host name nor an IP network") from None
+    serve(args.host, args.port, args.home, allowed_hosts=args.allowed_host, api_key=args.api_key,
+          cors_origins=args.cors_origin, max_upload_bytes=int(args.max_upload_mb * 1_000_000), workers=args.workers,
+          max_job_bytes=None if args.max_job_gb is None else int(args.max_job_gb * 2**30),
+          max_generations=args.max_generations, key_for_reads=args.key_for_reads)
     return 0
 
 def cmd_bench(args) -> int:

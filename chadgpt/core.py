@@ -9,7 +9,7 @@ from contextlib import contextmanager
 from pathlib import Path
 
 # %% auto #0
-__all__ = ['ChadGPTError', 'NotFoundError', 'ConflictError', 'get_home', 'atomic_path', 'atomic_write', 'check_name']
+__all__ = ['ChadGPTError', 'NotFoundError', 'ConflictError', 'BusyError', 'get_home', 'atomic_path', 'atomic_write', 'check_name']
 
 # %% ../nbs/00_core.ipynb #f713a5ca
 class ChadGPTError(ValueError):
@@ -21,6 +21,12 @@ class NotFoundError(ChadGPTError):
 
 class ConflictError(ChadGPTError):
     "The request clashes with the current state (the name is taken, the model is training)."
+
+class BusyError(ChadGPTError):
+    "The server is at a limit it sets itself (jobs queued, generations running); try again in `retry_after` seconds."
+    def __init__(self, message:str, retry_after:int=5):
+        super().__init__(message)
+        self.retry_after = retry_after
 
 # %% ../nbs/00_core.ipynb #256b487a
 def get_home(home:str|os.PathLike|None=None) -> Path:

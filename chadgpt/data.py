@@ -9,7 +9,7 @@ from dataclasses import dataclass
 from pathlib import Path
 import torch
 from fastcore.basics import patch
-from .core import ChadGPTError, NotFoundError, atomic_path, get_home
+from .core import ChadGPTError, NotFoundError, atomic_path, check_name, get_home
 from .tokenizer import CharTokenizer
 
 # %% auto #0
@@ -63,13 +63,16 @@ def fetch_builtin(name:str, home=None) -> Path:
     return path
 
 # %% ../nbs/02_data.ipynb #1e59dc13
-def dataset_path(dataset:str|os.PathLike, home=None) -> Path:
-    "Resolve `dataset`: a built-in name, a file name in `<home>/data`, or a path to a text file."
-    if str(dataset) in BUILTINS: return fetch_builtin(str(dataset), home)
-    for p in (data_dir(home)/str(dataset), Path(dataset).expanduser()):
+def dataset_path(dataset:str|os.PathLike, home=None, paths:bool=True) -> Path:
+    "Resolve `dataset`: a built-in name, a file name in `<home>/data`, or (if `paths`) a path to a text file."
+    name = str(dataset)
+    if name in BUILTINS: return fetch_builtin(name, home)
+    if not paths: check_name(name, 'dataset')       # no '/', no '..': it can only name a file in <home>/data
+    candidates = [data_dir(home)/name] + ([Path(dataset).expanduser()] if paths else [])
+    for p in candidates:
         if p.is_file(): return p
-    raise NotFoundError(f"unknown dataset {str(dataset)!r}: not a built-in ({', '.join(BUILTINS)}), "
-                       f"not a file in {data_dir(home)}, not a path to a file")
+    where = f"not a file in {data_dir(home)}, not a path to a file" if paths else "not an uploaded dataset"
+    raise NotFoundError(f"unknown dataset {name!r}: not a built-in ({', '.join(BUILTINS)}), {where}")
 
 def decode_text(raw:bytes, what:str='the text') -> str:
     "`raw` decoded as UTF-8; empty or non-UTF-8 input is an error that names `what`."
@@ -78,12 +81,13 @@ def decode_text(raw:bytes, what:str='the text') -> str:
     except UnicodeDecodeError as e:
         raise ChadGPTError(f"{what} is not UTF-8 text (byte {e.start} is 0x{raw[e.start]:02x})") from None
 
-def read_text(path:str|os.PathLike) -> str:
-    "The contents of the UTF-8 text file at `path`, with one-line errors for missing, empty or non-UTF-8 files."
+def read_text(path:str|os.PathLike, what:str|None=None) -> str:
+    "The contents of the UTF-8 text file at `path`, with one-line errors (about `what`, default: the path)."
     path = Path(path)
-    if not path.exists(): raise NotFoundError(f"dataset file {path} does not exist")
-    if not path.is_file(): raise ChadGPTError(f"dataset {path} is not a file")
-    return decode_text(path.read_bytes(), f"dataset file {path}")
+    what = what or f"dataset file {path}"
+    if not path.exists(): raise NotFoundError(f"{what} does not exist")
+    if not path.is_file(): raise ChadGPTError(f"{what} is not a file")
+    return decode_text(path.read_bytes(), what)
 
 # %% ../nbs/02_data.ipynb #760ab817
 class TextData:
@@ -102,9 +106,11 @@ class TextData:
         return f"TextData({self.name or 'text'}: {len(self.train):,} train + {len(self.val):,} val tokens, vocab {self.vocab_size})"
 
 # %% ../nbs/02_data.ipynb #368ee79d
-def load_dataset(dataset:str|os.PathLike='shakespeare', home=None, tokenizer:CharTokenizer|None=None) -> TextData:
-    "Load `dataset` (built-in name, file in `<home>/data`, or path) as `TextData`."
-    return TextData(read_text(dataset_path(dataset, home)), tokenizer, name=str(dataset))
+def load_dataset(dataset:str|os.PathLike='shakespeare', home=None, tokenizer:CharTokenizer|None=None,
+                 paths:bool=True) -> TextData:
+    "Load `dataset` (built-in name, file in `<home>/data`, or, if `paths`, a path) as `TextData`."
+    what = None if paths else f"dataset {str(dataset)!r}"
+    return TextData(read_text(dataset_path(dataset, home, paths), what), tokenizer, name=str(dataset))
 
 # %% ../nbs/02_data.ipynb #7fa93fce
 @patch

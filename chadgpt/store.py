@@ -5,34 +5,42 @@
 # %% ../nbs/09_store.ipynb #6072ef2e
 from __future__ import annotations
 import os, shutil, threading, time, uuid
+from collections import OrderedDict
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
 from fastcore.basics import patch
-from .core import ChadGPTError, NotFoundError, ConflictError, atomic_path, check_name, get_home
+from .core import ChadGPTError, NotFoundError, ConflictError, BusyError, atomic_path, check_name, get_home
 from .data import BUILTINS, data_dir, decode_text, read_text
 from .model import GPTConfig
 from .train import (TrainConfig, TrainingRun, checkpoint_step, load_model, models_dir, read_json, read_metrics,
                            CONFIG, STATE, TOKENIZER, WEIGHTS)
 
 # %% auto #0
-__all__ = ['TooLargeError', 'Store', 'Job']
+__all__ = ['TooLargeError', 'DiskFullError', 'Store', 'estimate_train_bytes', 'Job']
 
 # %% ../nbs/09_store.ipynb #9016d57a
 class TooLargeError(ChadGPTError):
     "An upload over the size limit."
 
+class DiskFullError(ChadGPTError):
+    "Too little free disk to take an upload without putting checkpoints at risk."
+
 def _builtin_of(filename):
     return next((n for n, b in BUILTINS.items() if b.filename == filename), None)
 
 class Store:
-    "Datasets, trained models and background training jobs under `home`."
-    def __init__(self, home=None, max_upload_bytes:int=50_000_000, workers:int=1):
+    "Datasets, trained models and background training jobs under `home`, with limits on what requests may use."
+    def __init__(self, home=None, max_upload_bytes:int=50_000_000, workers:int=1, max_job_bytes:int|None=None,
+                 max_jobs:int=16, max_loaded:int=8, reserve_bytes:int=256 * 2**20):
         self.home, self.max_upload_bytes = get_home(home), max_upload_bytes
+        self.max_job_bytes, self.max_jobs = max_job_bytes, max_jobs    # memory of jobs running together; jobs queued
+        self.max_loaded, self.reserve_bytes = max_loaded, reserve_bytes  # models kept in memory; disk kept free
         self.jobs: dict[str, Job] = {}
         self._lock = threading.RLock()
         self.workers, self._pool = workers, None    # the worker threads start with the first job
-        self._cache: dict[str, tuple] = {}
+        self._cache: OrderedDict[str, tuple] = OrderedDict()   # least recently used first
+        self._info: dict[str, tuple] = {}                      # dataset name -> (file version, info)
 
     def list_datasets(self) -> list[str]:
         "Built-in dataset names, then the text files in `<home>/data`."
@@ -50,14 +58,18 @@ def _dataset_file(self:Store, name:str) -> Path:
 
 @patch
 def dataset_info(self:Store, name:str) -> dict:
-    "Size, character count and vocabulary of dataset `name`."
+    "Size, character count and vocabulary of dataset `name` (read once per version of its file)."
     p = self._dataset_file(name)
     info = {'name': name, 'builtin': name in BUILTINS, 'downloaded': p.is_file()}
     if not p.is_file(): return {**info, 'bytes': BUILTINS[name].size, 'characters': None, 'vocab_size': None, 'vocab': None}
-    text = read_text(p)
+    st = p.stat()
+    version = (st.st_mtime_ns, st.st_size, st.st_ino)
+    if (hit := self._info.get(name)) and hit[0] == version: return hit[1]
+    text = read_text(p, f"dataset {name!r}")
     vocab = ''.join(sorted(set(text)))
-    return {**info, 'bytes': p.stat().st_size, 'characters': len(text), 'lines': text.count('\n'),
-            'vocab_size': len(vocab), 'vocab': vocab}
+    info = {**info, 'bytes': st.st_size, 'characters': len(text), 'lines': text.count('\n'), 'vocab_size': len(vocab), 'vocab': vocab}
+    self._info[name] = (version, info)
+    return info
 
 # %% ../nbs/09_store.ipynb #e53d4c85
 @patch
@@ -67,6 +79,9 @@ def save_dataset(self:Store, name:str, chunks, overwrite:bool=False) -> dict:
     if name in BUILTINS or _builtin_of(name): raise ConflictError(f"{name!r} is a built-in dataset; pick another name")
     path = data_dir(self.home)/name
     if path.exists() and not overwrite: raise ConflictError(f"dataset {name!r} already exists; upload with overwrite=true to replace it")
+    path.parent.mkdir(parents=True, exist_ok=True)
+    if (free := shutil.disk_usage(path.parent).free) < self.max_upload_bytes + self.reserve_bytes:
+        raise DiskFullError(f"the server's disk is nearly full ({free / 2**20:,.0f} MiB free); delete datasets or models first")
     if isinstance(chunks, (bytes, bytearray)): chunks = [chunks]
     with atomic_path(path) as tmp:
         size = 0
@@ -81,10 +96,19 @@ def save_dataset(self:Store, name:str, chunks, overwrite:bool=False) -> dict:
 
 @patch
 def delete_dataset(self:Store, name:str):
-    "Delete dataset `name` (for a built-in: its downloaded copy)."
-    p = self._dataset_file(name)
-    if not p.is_file(): raise NotFoundError(f"dataset {name!r} has not been downloaded")
-    p.unlink()
+    "Delete uploaded dataset `name`; built-ins (and their files: offline, the only copy) stay."
+    if name in BUILTINS or _builtin_of(name):
+        raise ConflictError(f"{name!r} is a built-in dataset and cannot be deleted")
+    self._dataset_file(name).unlink(missing_ok=True)
+    self._info.pop(name, None)
+
+# %% ../nbs/09_store.ipynb #221ebfc8
+def estimate_train_bytes(m:GPTConfig, batch_size:int) -> int:
+    "Memory (bytes) to train `m` at `batch_size`: the fp32-with-dropout case (the largest), runtime included."
+    C, L, T, V, B = m.n_embed, m.n_layer, m.block_size, max(m.vocab_size, 256), batch_size
+    params = L * 12 * C * C + (V + T) * C
+    activations = 4 * L * B * T * (24 * C + 4 * m.n_head * T) + 8 * B * T * V   # (B, T, C) and (B, H, T, T) per layer
+    return int(16 * params + activations + 256 * 2**20)
 
 # %% ../nbs/09_store.ipynb #bde74e9e
 @dataclass
@@ -101,6 +125,7 @@ class Job:
     eta_s: float | None = None
     error: str | None = None
     config: dict | None = None            # what it trains: model and training settings, dataset
+    memory: int = 0                       # estimated bytes while it trains
     stop: threading.Event = field(default_factory=threading.Event, repr=False)
 
     def on_event(self, e:dict):
@@ -114,6 +139,23 @@ class Job:
 
 # %% ../nbs/09_store.ipynb #66d57747
 @patch
+def _check_limits(self:Store, need:int, active:list[Job]):
+    "Refuse a job of `need` bytes that could never fit, or that does not fit beside the jobs that may run with it."
+    if len(active) >= self.max_jobs:
+        raise BusyError(f"{len(active)} training jobs are queued or running, the most this server takes; "
+                        "try again when one finishes", retry_after=60)
+    if self.max_job_bytes is None: return
+    gib = lambda n: f"{n / 2**30:.1f} GiB"
+    if need > self.max_job_bytes:
+        raise ChadGPTError(f"this model needs about {gib(need)} to train, more than this server allows "
+                           f"({gib(self.max_job_bytes)}); make it smaller")
+    beside = sum(sorted((j.memory for j in active), reverse=True)[:self.workers - 1])   # the largest that can run with it
+    if need + beside > self.max_job_bytes:
+        raise BusyError(f"this model needs about {gib(need)} to train and the jobs that would run beside it "
+                        f"{gib(beside)}, more than the {gib(self.max_job_bytes)} this server allows at once; "
+                        "try again when one finishes", retry_after=60)
+
+@patch
 def train(self:Store, name:str, model_config:GPTConfig|None=None, train_config:TrainConfig|None=None,
           dataset:str='shakespeare', resume:bool=False) -> Job:
     "Validate and queue a training job for model `name` (retraining replaces a finished model unless `resume`)."
@@ -121,10 +163,14 @@ def train(self:Store, name:str, model_config:GPTConfig|None=None, train_config:T
     with self._lock:
         if (j := self.jobs.get(name)) and j.state in ('queued', 'running'):
             raise ConflictError(f"model {name!r} is already {j.state}; cancel it first")
-        if not resume and name in self._cache: del self._cache[name]
-        run = TrainingRun(name, model_config, train_config, dataset, self.home, resume=resume, overwrite=True)
+        active = [j for j in self.jobs.values() if j.state in ('queued', 'running')]
+        if len(active) >= self.max_jobs: self._check_limits(0, active)        # before loading any data
+        run = TrainingRun(name, model_config, train_config, dataset, self.home, resume=resume, overwrite=True, paths=False)
+        need = estimate_train_bytes(run.model_config, run.train_config.batch_size)
+        self._check_limits(need, active)
+        if not resume: self._cache.pop(name, None)
         job = self.jobs[name] = Job(name, step=checkpoint_step(run.out) or 0 if resume else 0,
-                                    max_iters=run.train_config.max_iters,
+                                    max_iters=run.train_config.max_iters, memory=need,
                                     config={'model': run.model_config.to_dict(), 'train': run.train_config.to_dict(),
                                             'dataset': run.dataset})
         if self._pool is None: self._pool = ThreadPoolExecutor(self.workers, thread_name_prefix='chadgpt-train')
@@ -193,34 +239,46 @@ def model_info(self:Store, name:str) -> dict:
     d = models_dir(self.home)/name
     job = self.jobs.get(name)
     active = job is not None and job.state in ('queued', 'running')
-    cfg = job.config if active else read_json(d/CONFIG) if (d/CONFIG).is_file() else None
-    tok = read_json(d/TOKENIZER) if (d/TOKENIZER).is_file() else None
+    try:
+        cfg = job.config if active else read_json(d/CONFIG) if (d/CONFIG).is_file() else None
+        tok = read_json(d/TOKENIZER) if (d/TOKENIZER).is_file() else None
+        metrics = read_metrics(d) if (d/CONFIG).is_file() else []
+    except (ChadGPTError, OSError):            # deleted or replaced while we read it
+        raise ConflictError(f"model {name!r} changed while it was being read (retrained or deleted); try again") from None
     tokenizer = tok and {'type': tok['type'], 'vocab_size': len(tok['chars']), 'vocab': ''.join(tok['chars'])}
-    return {'name': name, 'config': cfg, 'tokenizer': tokenizer, 'metrics': read_metrics(d) if (d/CONFIG).is_file() else [], 'status': status}
+    return {'name': name, 'config': cfg, 'tokenizer': tokenizer, 'metrics': metrics, 'status': status}
 
 @patch
 def delete_model(self:Store, name:str):
     "Delete model `name` (not while it is training)."
-    st = self.status(name)
-    if st['state'] in ('queued', 'running'): raise ConflictError(f"model {name!r} is {st['state']}; cancel it first")
-    d = models_dir(self.home)/name
-    if d.exists():
-        trash = d.with_name(f'.deleting-{name}-{uuid.uuid4().hex[:8]}')
-        os.replace(d, trash)
-        shutil.rmtree(trash, ignore_errors=True)
-    self.jobs.pop(name, None); self._cache.pop(name, None)
+    with self._lock:                           # no job can start on it meanwhile
+        st = self.status(name)
+        if st['state'] in ('queued', 'running'): raise ConflictError(f"model {name!r} is {st['state']}; cancel it first")
+        d = models_dir(self.home)/name
+        if d.exists():
+            trash = d.with_name(f'.deleting-{name}-{uuid.uuid4().hex[:8]}')
+            os.replace(d, trash)
+            shutil.rmtree(trash, ignore_errors=True)
+        self.jobs.pop(name, None); self._cache.pop(name, None)
 
 @patch
 def load(self:Store, name:str, device='cpu'):
-    "`(model, tokenizer)` of model `name`, cached until its weights change."
+    "`(model, tokenizer)` of model `name`, cached (the `max_loaded` most recent) until its weights change."
     d = models_dir(self.home)/check_name(name)
     if not (d/CONFIG).is_file() and name not in self.jobs: raise NotFoundError(f"no model named {name!r}")
     if not (d/WEIGHTS).is_file(): raise ConflictError(f"model {name!r} has no checkpoint yet; try again in a moment")
-    key = ((d/WEIGHTS).stat().st_mtime_ns, str(device))
     with self._lock:
-        hit = self._cache.get(name)
-        if hit is None or hit[0] != key:
-            self._cache[name] = hit = (key, *load_model(d, device=device))
+        try:
+            key = ((d/WEIGHTS).stat().st_mtime_ns, str(device))
+            hit = self._cache.get(name)
+            if hit is None or hit[0] != key: hit = (key, *load_model(d, device=device))
+        except Exception as e:                 # deleted or retrained between the checks and the read, or damaged
+            what = "changed while it was being loaded (retrained or deleted)" if not (d/WEIGHTS).is_file() else \
+                   f"could not be loaded ({type(e).__name__})"
+            raise ConflictError(f"model {name!r} {what}; try again, or retrain it") from None
+        self._cache[name] = hit
+        self._cache.move_to_end(name)
+        while len(self._cache) > self.max_loaded: self._cache.popitem(last=False)
     return hit[1], hit[2]
 
 @patch

@@ -232,9 +232,9 @@ def _dataset_ref(dataset, home) -> str:
     return str(Path(dataset).expanduser().resolve())
 
 class TrainingRun:
-    "A validated, ready-to-start training run: configs checked, data loaded, model folder claimed."
+    "A validated, ready-to-start training run: configs checked, data loaded; nothing on disk changes before `run`."
     def __init__(self, name:str, model_config:GPTConfig|None=None, train_config:TrainConfig|None=None, dataset=None,
-                 home=None, resume:bool=False, overwrite:bool=False):
+                 home=None, resume:bool=False, overwrite:bool=False, paths:bool=True):
         self.name, self.resume, self.out = name, resume, models_dir(home)/check_name(name)
         if resume:
             saved = read_json(model_dir(name, home)/CONFIG)
@@ -242,6 +242,9 @@ class TrainingRun:
             if model_config is not None and replace(model_config, vocab_size=mcfg.vocab_size) != mcfg:
                 raise ChadGPTError(f"cannot change the shape of model {name!r} when resuming (saved: {mcfg})")
             tcfg, dataset = train_config or TrainConfig.from_dict(saved['train']), dataset or saved['dataset']
+            if not paths and '/' in str(dataset):
+                raise ChadGPTError(f"model {name!r} was trained on a file outside the data folder; resume it where that "
+                                   f"file is: chadgpt train --name {name} --resume")
             step = checkpoint_step(self.out) or read_json(self.out/STATE).get('step', 0)
             if step >= tcfg.max_iters:
                 raise ChadGPTError(f"model {name!r} is already trained to step {step}; pass a max_iters above {step} to continue")
@@ -251,11 +254,10 @@ class TrainingRun:
             mcfg, tok, tcfg, dataset = model_config or GPTConfig(), None, train_config or TrainConfig(), dataset or 'shakespeare'
         self.device = resolve_device(tcfg.device)
         self.dtype = resolve_dtype(tcfg.dtype, self.device)
-        self.data = load_dataset(dataset, home, tokenizer=tok)
+        self.data = load_dataset(dataset, home, tokenizer=tok, paths=paths)
         self.model_config, self.train_config = replace(mcfg, vocab_size=self.data.vocab_size), tcfg
         self.data.check_block_size(self.model_config.block_size)
         self.dataset = _dataset_ref(dataset, home)
-        if not resume and self.out.exists(): shutil.rmtree(self.out)   # only now: every check has passed
 
 # %% ../nbs/06_train.ipynb #ab01b8c2
 def saved_configs(name, home=None, model_overrides:dict|None=None, train_overrides:dict|None=None):
@@ -299,6 +301,7 @@ def run(self:TrainingRun, progress:bool=True, callback=None, stop=None, log_inte
     model = GPT(mcfg).to(device)
     opt = configure_optimizer(model, tcfg, device)
     gen = torch.Generator().manual_seed(tcfg.seed)
+    if not self.resume and out.exists(): shutil.rmtree(out)   # a fresh run replaces the old model only now
     out.mkdir(parents=True, exist_ok=True)
     for tmp in out.glob('.*.tmp'): tmp.unlink()   # left by a process killed mid-write
     if self.resume: start, prev = _restore_checkpoint(out, model, opt, gen, device), read_json(out/STATE)
@@ -315,9 +318,10 @@ def run(self:TrainingRun, progress:bool=True, callback=None, stop=None, log_inte
                      log_interval, net, self.dtype)
 
 def train(name:str, model_config:GPTConfig|None=None, train_config:TrainConfig|None=None, dataset=None, home=None,
-          resume:bool=False, overwrite:bool=False, progress:bool=True, callback=None, stop=None, log_interval:int=10) -> Path:
+          resume:bool=False, overwrite:bool=False, progress:bool=True, callback=None, stop=None, log_interval:int=10,
+          paths:bool=True) -> Path:
     "Train (or resume) model `name` on `dataset`, saving it in `<home>/models/<name>`; returns that folder."
-    return TrainingRun(name, model_config, train_config, dataset, home, resume, overwrite).run(progress, callback, stop, log_interval)
+    return TrainingRun(name, model_config, train_config, dataset, home, resume, overwrite, paths).run(progress, callback, stop, log_interval)
 
 # %% ../nbs/06_train.ipynb #ba3e1cb5
 def _run_loop(out, model, opt, data, tcfg, gen, device, state, start, resume, progress, callback, stop, log_interval,

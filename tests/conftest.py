@@ -40,20 +40,20 @@ def free_port() -> int:
 
 class Server:
     "A `chadgpt serve` subprocess over `home`, with an httpx client pointed at it."
-    def __init__(self, home:Path, *args, env=None):
+    def __init__(self, home:Path, *args, env=None, cwd=None, key=None):
         self.home, self.port = home, free_port()
         self.url = f'http://127.0.0.1:{self.port}'
         self.log = open(home/f'server-{self.port}.log', 'w+')
         exe = shutil.which('chadgpt')
         assert exe, "the chadgpt console script is not installed (pip install -e .)"
-        self.proc = subprocess.Popen([exe, 'serve', '--port', str(self.port), '--home', str(home), *args],
-                                     stdout=self.log, stderr=subprocess.STDOUT, env={**os.environ, **(env or {})})
-        self.client = httpx.Client(base_url=self.url, timeout=60)
+        self.proc = subprocess.Popen([exe, 'serve', '--port', str(self.port), '--home', str(home), *map(str, args)],
+                                     stdout=self.log, stderr=subprocess.STDOUT, env={**os.environ, **(env or {})}, cwd=cwd)
+        self.client = httpx.Client(base_url=self.url, timeout=60, headers={'X-API-Key': key} if key else None)
         deadline = time.monotonic() + 60
         while True:
             if self.proc.poll() is not None: pytest.fail(f"server exited with {self.proc.returncode}:\n{self.output()}")
             try:
-                if self.client.get('/ds').status_code == 200: break
+                if self.client.get('/openapi.json').status_code == 200: break
             except httpx.TransportError: pass
             if time.monotonic() > deadline: pytest.fail(f"server did not start in 60 s:\n{self.output()}")
             time.sleep(0.2)

@@ -11,7 +11,9 @@ from chadgpt.train import TrainConfig, train
 # The schema is read from the app at import; the app's home is filled in by the fixture below.
 HOME = Path(tempfile.mkdtemp(prefix='chadgpt-fuzz-'))
 # training requests the fuzzer sends start real (small) jobs; big models are refused by the memory guard
-app = create_app(HOME, api_key='', max_train_bytes=64 * 2**20, max_upload_bytes=100_000)
+# the fuzzer's in-process client calls itself 'testserver', a Host name the guard must be told about
+app = create_app(HOME, api_key='', max_job_bytes=300 * 2**20, max_upload_bytes=100_000,
+                 allowed_hosts=['localhost', 'testserver'])
 schema = schemathesis.openapi.from_asgi('/openapi.json', app)
 
 @pytest.fixture(scope='module', autouse=True)

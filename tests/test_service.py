@@ -181,8 +181,13 @@ def test_cors_is_off_by_default_and_configurable(home):
         assert 'access-control-allow-origin' not in pre('http://evil.example').headers
     finally: s.stop()
 
-def test_api_answers_while_training(server):
-    "20 concurrent generations and status polls all succeed while a training job runs."
+def test_api_answers_while_training(home):
+    "20 concurrent generations (the limit raised to 20) and status polls all succeed while a training job runs."
+    server = Server(home, '--max-generations', 20)
+    try: _answers_while_training(server)
+    finally: server.stop()
+
+def _answers_while_training(server):
     c = server.client
     assert c.post('/lm/small/train', json=train_body(max_iters=20, eval_interval=20)).status_code == 202
     assert server.wait('small')['state'] == 'done'

@@ -6,18 +6,23 @@ const KEYS = ['n_layer', 'n_embed', 'n_head', 'block_size', 'dropout', 'learning
 const state = { rules: {}, model: null, poll: null, batch: [], source: null };
 
 // ---- talking to the API -------------------------------------------------------------------------------
-async function api(method, path, body) {
-  const headers = {};
+function keyHeaders() {
   const key = $('api-key').value;
-  if (key) headers['X-API-Key'] = key;
+  return key ? { 'X-API-Key': key } : {};
+}
+async function failure(r) {  // the server's sentence for a failed response, else its status line
+  let data = null;
+  try { data = await r.json(); } catch (e) { /* not JSON */ }
+  return new Error((data && data.detail) || `${r.status} ${r.statusText}`);
+}
+async function api(method, path, body) {
+  const headers = keyHeaders();
   const init = { method, headers };
   if (body instanceof FormData) init.body = body;
   else if (body !== undefined) { headers['Content-Type'] = 'application/json'; init.body = JSON.stringify(body); }
   const r = await fetch(path, init);
-  let data = null;
-  try { data = await r.json(); } catch (e) { /* not JSON */ }
-  if (!r.ok) throw new Error((data && data.detail) || `${r.status} ${r.statusText}`);
-  return data;
+  if (!r.ok) throw await failure(r);
+  return r.json();
 }
 function say(id, text, error = false) { const el = $(id); el.textContent = text; el.classList.toggle('error', error); }
 const enc = encodeURIComponent;
@@ -211,30 +216,52 @@ async function loadModels(select) {
 }
 
 // ---- generation, streamed with Server-Sent Events -----------------------------------------------------
+// fetch rather than EventSource: it can send the API key (a server may require it for reads) and shows
+// the server's error message, and stopping is an abort.
+async function* sseEvents(response) {
+  const reader = response.body.getReader(), decoder = new TextDecoder();
+  let buffer = '';
+  for (;;) {
+    const { value, done } = await reader.read();
+    if (done) return;
+    buffer += decoder.decode(value, { stream: true });
+    let end;
+    while ((end = buffer.indexOf('\n\n')) >= 0) {
+      const block = buffer.slice(0, end); buffer = buffer.slice(end + 2);
+      let event = 'message', data = '';
+      for (const line of block.split('\n')) {
+        if (line.startsWith('event:')) event = line.slice(6).trim();
+        else if (line.startsWith('data:')) data += line.slice(5).trim();
+      }
+      yield [event, JSON.parse(data)];
+    }
+  }
+}
 $('generate-button').addEventListener('click', async () => {
   const name = $('gen-model').value;
   if (!name) return say('gen-message', 'train a model first', true);
   const q = new URLSearchParams({ tokens: $('gen-tokens').value || '500', temperature: $('gen-temperature').value || '0.8',
                                   prompt: $('gen-prompt').value, stream: 'true' });
   for (const [k, id] of [['top_k', 'gen-top-k'], ['top_p', 'gen-top-p'], ['seed', 'gen-seed']]) if ($(id).value !== '') q.set(k, $(id).value);
-  const url = `lm/${enc(name)}/eval?${q}`;
-  // EventSource hides error bodies, so a failed request is retried once with fetch to show the server's message
-  const check = await fetch(url.replace('stream=true', 'stream=false').replace(/tokens=\d+/, 'tokens=1'));
-  if (!check.ok) { say('gen-message', (await check.json()).detail || check.statusText, true); return; }
+  const ctrl = state.source = new AbortController();
+  const finish = (msg, error) => { $('generate-button').disabled = false; $('stop-generate').disabled = true; if (msg !== undefined) say('gen-message', msg, error); };
   say('gen-message', '');
-  $('gen-output').textContent = $('gen-prompt').value;
   $('generate-button').disabled = true; $('stop-generate').disabled = false;
-  const src = state.source = new EventSource(url);
-  const finish = (msg, error) => { src.close(); $('generate-button').disabled = false; $('stop-generate').disabled = true; if (msg) say('gen-message', msg, error); };
-  src.onmessage = (ev) => { $('gen-output').textContent += JSON.parse(ev.data).text; };
-  src.addEventListener('done', (ev) => finish(`${JSON.parse(ev.data).tokens} characters`));
-  src.addEventListener('error', (ev) => finish(ev.data ? JSON.parse(ev.data).detail : 'the connection was lost', true));
+  try {
+    const r = await fetch(`lm/${enc(name)}/eval?${q}`, { headers: keyHeaders(), signal: ctrl.signal });
+    if (!r.ok) throw await failure(r);
+    $('gen-output').textContent = $('gen-prompt').value;
+    for await (const [event, data] of sseEvents(r)) {
+      if (event === 'message') $('gen-output').textContent += data.text;
+      else if (event === 'done') return finish(`${data.tokens} characters`);
+      else if (event === 'error') return finish(data.detail, true);
+    }
+    finish('the connection was lost', true);
+  } catch (e) {
+    if (e.name === 'AbortError') finish('stopped'); else finish(e.message, true);
+  }
 });
-$('stop-generate').addEventListener('click', () => {
-  if (state.source) state.source.close();
-  $('generate-button').disabled = false; $('stop-generate').disabled = true;
-  say('gen-message', 'stopped');
-});
+$('stop-generate').addEventListener('click', () => { if (state.source) state.source.abort(); });
 
 // ---- start --------------------------------------------------------------------------------------------
 $('api-key').value = localStorage.getItem('chadgpt-api-key') || '';
