@@ -30,10 +30,10 @@ from .sample import stream_text
 from .store import Store, TooLargeError, DiskFullError, estimate_train_bytes
 
 # %% auto #0
-__all__ = ['MODEL_KEYS', 'TRAIN_KEYS', 'SAFE_METHODS', 'OPEN_PATHS', 'LOOPBACK_HOSTS', 'SECURITY_HEADERS', 'MAX_BODY_BYTES',
-           'STATIC', 'WILDCARD_HOSTS', 'Hyperparameters', 'TrainRequest', 'request_configs', 'UnauthorizedError',
-           'public_message', 'host_name', 'authority', 'Guard', 'machine_memory', 'create_app', 'Int',
-           'allowed_hosts_for', 'serve']
+__all__ = ['MODEL_KEYS', 'TRAIN_KEYS', 'SAFE_METHODS', 'OPEN_PATHS', 'LOOPBACK_HOSTS', 'MAX_BODY_BYTES', 'FORM_BYTES',
+           'SECURITY_HEADERS', 'STATIC', 'WILDCARD_HOSTS', 'Hyperparameters', 'TrainRequest', 'request_configs',
+           'UnauthorizedError', 'public_message', 'host_name', 'authority', 'Guard', 'machine_memory', 'create_app',
+           'Int', 'allowed_hosts_for', 'serve']
 
 # %% ../nbs/10_api.ipynb #5c4072de
 class Hyperparameters(BaseModel):
@@ -139,6 +139,8 @@ def _add_error_handlers(app:FastAPI):
 SAFE_METHODS = frozenset({'GET', 'HEAD', 'OPTIONS'})
 OPEN_PATHS = frozenset({'/', '/docs', '/docs/oauth2-redirect', '/redoc', '/openapi.json'})   # and /static/...
 LOOPBACK_HOSTS = ('localhost', '127.0.0.1', '::1')
+MAX_BODY_BYTES = 64 * 1024                     # a training request's body
+FORM_BYTES = 64 * 1024                         # an upload's multipart framing, beyond the file itself
 SECURITY_HEADERS = [(b'x-content-type-options', b'nosniff'), (b'x-frame-options', b'DENY'),
                     (b'content-security-policy', b"frame-ancestors 'none'"), (b'referrer-policy', b'same-origin')]
 
@@ -163,8 +165,9 @@ def _ip(h:str):
 # %% ../nbs/10_api.ipynb #e578e86a
 class Guard:
     "ASGI middleware: check `Host`, refuse cross-site requests and check the API key before any route reads a body."
-    def __init__(self, app, api_key:str|None=None, allowed_hosts=LOOPBACK_HOSTS, allowed_origins=(), key_for_reads=False):
-        self.app, self.api_key, self.key_for_reads = app, api_key or None, key_for_reads
+    def __init__(self, app, api_key:str|None=None, allowed_hosts=LOOPBACK_HOSTS, allowed_origins=(), key_for_reads=False,
+                 max_upload_bytes:int=50_000_000):
+        self.app, self.api_key, self.key_for_reads, self.max_upload = app, api_key or None, key_for_reads, max_upload_bytes
         self.origins = {o.rstrip('/').lower() for o in allowed_origins}
         hosts = [h.strip().lower() for h in allowed_hosts]
         self.any_host = '*' in hosts
@@ -199,6 +202,10 @@ class Guard:
         if self.api_key and method != 'OPTIONS' and (method not in SAFE_METHODS or self.key_for_reads) \
            and path not in OPEN_PATHS and not path.startswith('/static/') and not self.key_ok(headers):
             return 401, "missing or wrong API key: send it in the X-API-Key header"
+        size, upload = headers.get('content-length', ''), path == '/ds/upload'
+        limit = self.max_upload if upload else MAX_BODY_BYTES
+        if size.isdigit() and int(size) > limit + (FORM_BYTES if upload else 0):   # announced; the routes count the rest
+            return 413, f"{'upload' if upload else 'request body'} is larger than the {limit:,}-byte limit"
         return None
 
     async def __call__(self, scope, receive, send):
@@ -215,7 +222,6 @@ class Guard:
 
 # %% ../nbs/10_api.ipynb #b2755ac0
 _key_header = APIKeyHeader(name='X-API-Key', auto_error=False)   # documents the key in /docs; `Guard` checks it
-MAX_BODY_BYTES = 64 * 1024                                       # a training request's body (an upload's: its own limit)
 
 def machine_memory() -> int:
     "Bytes of memory this process may use: the machine's, or its container's (cgroup v2) limit if lower."
@@ -241,8 +247,8 @@ def create_app(home=None, api_key:str|None=None, cors_origins:list[str]|None=Non
     app.state.generations, app.state.max_generations = threading.BoundedSemaphore(n), n
     key = api_key if api_key is not None else os.environ.get('CHADGPT_API_KEY') or None
     if key_for_reads and not key: raise ChadGPTError("key_for_reads needs an API key (--api-key or $CHADGPT_API_KEY)")
-    app.add_middleware(Guard, api_key=key, allowed_hosts=allowed_hosts or LOOPBACK_HOSTS,
-                       allowed_origins=cors_origins or (), key_for_reads=key_for_reads)
+    app.add_middleware(Guard, api_key=key, allowed_hosts=allowed_hosts or LOOPBACK_HOSTS, allowed_origins=cors_origins or (),
+                       key_for_reads=key_for_reads, max_upload_bytes=max_upload_bytes)
     if cors_origins: app.add_middleware(CORSMiddleware, allow_origins=cors_origins, allow_methods=['*'], allow_headers=['*'])
     _add_error_handlers(app)
     _add_dataset_routes(app, store)
@@ -258,7 +264,7 @@ def _add_dataset_routes(app:FastAPI, store:Store):
     def list_datasets(): return store.list_datasets()
 
     @app.post('/ds/upload', status_code=201, dependencies=auth, summary="Upload a UTF-8 text file as a dataset",
-              max_body_size=store.max_upload_bytes + 64 * 1024)           # the file plus the form's own bytes
+              max_body_size=store.max_upload_bytes + FORM_BYTES)
     def upload_dataset(file: UploadFile = File(...), name: str | None = Form(None),
                        overwrite: bool = Form(False), overwrite_q: bool = Query(False, alias='overwrite')):
         name = name or Path(file.filename or '').name
