@@ -9,7 +9,7 @@ from dataclasses import replace
 import torch
 from .core import ChadGPTError
 from .model import GPT, GPTConfig
-from .train import TrainConfig, configure_optimizer, cpu_has_bf16, resolve_device, train_step
+from .train import TrainConfig, configure_optimizer, cpu_has_bf16, resolve_device, resolve_dtype, train_step
 
 # %% auto #0
 __all__ = ['BENCH_CONFIGS', 'flops_per_token', 'device_name', 'matmul_peak', 'train_throughput', 'generation_throughput',
@@ -93,12 +93,14 @@ def generation_throughput(cfg:GPTConfig, device='auto', new_tokens:int=500, use_
     return new_tokens / (time.perf_counter() - t)
 
 # %% ../nbs/12_bench.ipynb #8e52649d
-def run_bench(config:str='lecture', device='auto', dtypes=('float32', 'bfloat16'), attentions=('heads', 'fused'),
+def run_bench(config:str='lecture', device='auto', dtypes=None, attentions=('heads', 'fused'),
               compiles=(False, True), steps:int|None=None, batch_size:int|None=None, new_tokens:int=500,
               log=print) -> dict:
     "Benchmark `config` on `device`: matmul peaks, training variants, generation with and without the KV cache."
     if config not in BENCH_CONFIGS: raise ChadGPTError(f"unknown config {config!r}; choose from {', '.join(BENCH_CONFIGS)}")
     device = resolve_device(device)
+    if dtypes is None:                       # float32, and bf16 where the hardware has it
+        dtypes = ('float32', 'bfloat16') if resolve_dtype('auto', device) == torch.bfloat16 else ('float32',)
     cfg, default_batch = BENCH_CONFIGS[config]
     B = batch_size or default_batch
     steps = steps or (20 if device.type == 'cuda' else 8 if config == 'lecture' else 40)
@@ -106,6 +108,7 @@ def run_bench(config:str='lecture', device='auto', dtypes=('float32', 'bfloat16'
     res = {'config': config, 'model': cfg.to_dict(), 'batch_size': B, 'device': device_name(device),
            'torch': torch.__version__, 'flops_per_token': flops_per_token(cfg), 'peak_tflops': {}, 'train': [], 'generate': {}}
     log(f"{config} on {res['device']}: batch {B} x {cfg.block_size} tokens, {flops_per_token(cfg) / 1e6:,.1f} MFLOPs/token")
+    if 'bfloat16' not in dtypes: log("  bfloat16 skipped: no native bf16 on this device (it would be emulated)")
     for dt in dtypes:
         res['peak_tflops'][dt] = matmul_peak(device, getattr(torch, dt)) / 1e12
         log(f"  matmul peak {dt}: {res['peak_tflops'][dt]:.2f} TFLOP/s")
