@@ -11,6 +11,7 @@ from pathlib import Path
 from typing import Annotated, Literal
 from urllib.parse import urlsplit
 from annotated_types import Ge, Le
+from fastcore.basics import patch
 from fastapi import Depends, FastAPI, File, Form, Query, Request, UploadFile
 from fastapi.exceptions import RequestValidationError
 from fastapi.middleware.cors import CORSMiddleware
@@ -174,39 +175,12 @@ class Guard:
         self.networks = [ipaddress.ip_network(h, strict=False) for h in hosts if '/' in h]   # e.g. 192.168.0.0/16
         self.hosts = {host_name(h) for h in hosts if '/' not in h}
 
-    def host_ok(self, h:str) -> bool:
-        ip = _ip(h)
-        return self.any_host or h in self.hosts or (ip is not None and any(ip in n for n in self.networks))
-
-    def key_ok(self, headers:Headers) -> bool:
-        given, auth = headers.get('x-api-key', ''), headers.get('authorization', '')
-        if not given and auth[:7].lower() == 'bearer ': given = auth[7:]
-        return hmac.compare_digest(given.encode('latin-1'), self.api_key.encode('utf-8'))
-
     def refusal(self, method:str, path:str, headers:Headers) -> tuple[int, str]|None:
         "Why this request is refused, as `(status, message)`; `None` lets it through."
         host = headers.get('host')
         here = None if host is None else authority(host)
-        if host is not None and (here is None or not self.host_ok(here[0])):
-            name = here[0] if here else host[:100]
-            return 400, (f"this server does not answer to host {name!r} (a guard against DNS rebinding); "
-                         f"start it with --allowed-host {name} if that name is really this server")
-        origin, site = headers.get('origin'), headers.get('sec-fetch-site', '')
-        own = origin is not None and here is not None and authority(origin) == here
-        allowed = own or (origin is not None and (origin.rstrip('/').lower() in self.origins or '*' in self.origins))
-        navigation = method == 'GET' and headers.get('sec-fetch-mode') == 'navigate'
-        if not allowed and ((origin is not None and method not in SAFE_METHODS) or
-                            (site in ('cross-site', 'same-site') and not navigation)):
-            return 403, (f"cross-site request refused: pages from {origin or 'another site'} may not use this server "
-                         "(allow an origin with --cors-origin)")
-        if self.api_key and method != 'OPTIONS' and (method not in SAFE_METHODS or self.key_for_reads) \
-           and path not in OPEN_PATHS and not path.startswith('/static/') and not self.key_ok(headers):
-            return 401, "missing or wrong API key: send it in the X-API-Key header"
-        size, upload = headers.get('content-length', ''), path == '/ds/upload'
-        limit = self.max_upload if upload else MAX_BODY_BYTES
-        if size.isdigit() and int(size) > limit + (FORM_BYTES if upload else 0):   # announced; the routes count the rest
-            return 413, f"{'upload' if upload else 'request body'} is larger than the {limit:,}-byte limit"
-        return None
+        return (self.host_refusal(host, here) or self.site_refusal(method, headers, here)
+                or self.key_refusal(method, path, headers) or self.size_refusal(path, headers))
 
     async def __call__(self, scope, receive, send):
         if scope['type'] != 'http': return await self.app(scope, receive, send)
@@ -219,6 +193,51 @@ class Guard:
             headers = {'WWW-Authenticate': 'Bearer'} if status == 401 else None
             return await JSONResponse({'detail': detail}, status_code=status, headers=headers)(scope, receive, send_secure)
         await self.app(scope, receive, send_secure)
+
+# %% ../nbs/10_api.ipynb #91251eff
+@patch
+def host_refusal(self:Guard, host:str|None, here) -> tuple[int, str]|None:
+    "400 unless the `Host` header (`here`, parsed) is a name or address this server answers to."
+    if host is None: return None                    # HTTP/1.0 without a Host: no browser sends that
+    ip = None if here is None else _ip(here[0])
+    if here is not None and (self.any_host or here[0] in self.hosts or (ip is not None and any(ip in n for n in self.networks))):
+        return None
+    name = here[0] if here else host[:100]
+    return 400, (f"this server does not answer to host {name!r} (a guard against DNS rebinding); "
+                 f"start it with --allowed-host {name} if that name is really this server")
+
+# %% ../nbs/10_api.ipynb #0000c1f6
+@patch
+def site_refusal(self:Guard, method:str, headers:Headers, here) -> tuple[int, str]|None:
+    "403 for a change from another origin, or any browser request from another site but a link followed."
+    origin, site = headers.get('origin'), headers.get('sec-fetch-site', '')
+    if origin is not None and (origin.rstrip('/').lower() in self.origins or '*' in self.origins or
+                               (here is not None and authority(origin) == here)): return None
+    navigation = method == 'GET' and headers.get('sec-fetch-mode') == 'navigate'
+    if (origin is not None and method not in SAFE_METHODS) or (site in ('cross-site', 'same-site') and not navigation):
+        return 403, (f"cross-site request refused: pages from {origin or 'another site'} may not use this server "
+                     "(allow an origin with --cors-origin)")
+    return None
+
+# %% ../nbs/10_api.ipynb #b2617aa9
+@patch
+def key_refusal(self:Guard, method:str, path:str, headers:Headers) -> tuple[int, str]|None:
+    "401 for a request that needs the API key (a change; with `key_for_reads`, also a read) and lacks it."
+    if not self.api_key or method == 'OPTIONS' or path in OPEN_PATHS or path.startswith('/static/'): return None
+    if method in SAFE_METHODS and not self.key_for_reads: return None
+    given, auth = headers.get('x-api-key', ''), headers.get('authorization', '')
+    if not given and auth[:7].lower() == 'bearer ': given = auth[7:]
+    if hmac.compare_digest(given.encode('latin-1'), self.api_key.encode('utf-8')): return None
+    return 401, "missing or wrong API key: send it in the X-API-Key header"
+
+@patch
+def size_refusal(self:Guard, path:str, headers:Headers) -> tuple[int, str]|None:
+    "413 for a body whose announced size (`Content-Length`) is over its route's limit."
+    size, upload = headers.get('content-length', ''), path == '/ds/upload'
+    limit = self.max_upload if upload else MAX_BODY_BYTES
+    if size.isdigit() and int(size) > limit + (FORM_BYTES if upload else 0):
+        return 413, f"{'upload' if upload else 'request body'} is larger than the {limit:,}-byte limit"
+    return None
 
 # %% ../nbs/10_api.ipynb #b2755ac0
 _key_header = APIKeyHeader(name='X-API-Key', auto_error=False)   # documents the key in /docs; `Guard` checks it
@@ -350,6 +369,7 @@ def Int(lo:int, hi:int):
     "A query-string integer from `lo` to `hi`, in digits (pydantic alone takes '2.0', ' 2' and '2_0' as 2)."
     return Annotated[int, Ge(lo), Le(hi), BeforeValidator(_digits)]
 
+# %% ../nbs/10_api.ipynb #fbc4fb55
 def _add_eval_route(app:FastAPI, store:Store):
     @app.get('/lm/{name}/eval', summary="Generate text (JSON, or Server-Sent Events with stream=true)")
     def evaluate(name: str,
