@@ -12,7 +12,7 @@ from typing import Annotated, Literal
 from urllib.parse import urlsplit
 from annotated_types import Ge, Le
 from fastcore.basics import patch
-from fastapi import Depends, FastAPI, File, Form, Query, Request, UploadFile
+from fastapi import Depends, FastAPI, File, Form, Query, UploadFile
 from fastapi.exceptions import RequestValidationError
 from fastapi.middleware.cors import CORSMiddleware
 from fastapi.responses import FileResponse, JSONResponse, StreamingResponse
@@ -28,7 +28,7 @@ from .core import ChadGPTError, NotFoundError, ConflictError, BusyError, check_n
 from .model import GPTConfig
 from .train import TrainConfig, saved_configs
 from .sample import stream_text
-from .store import Store, TooLargeError, DiskFullError, estimate_train_bytes
+from .store import Store, TooLargeError, DiskFullError
 
 # %% auto #0
 __all__ = ['MODEL_KEYS', 'TRAIN_KEYS', 'SAFE_METHODS', 'OPEN_PATHS', 'LOOPBACK_HOSTS', 'MAX_BODY_BYTES', 'FORM_BYTES',

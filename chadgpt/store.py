@@ -139,11 +139,8 @@ class Job:
 
 # %% ../nbs/09_store.ipynb #66d57747
 @patch
-def _check_limits(self:Store, need:int, active:list[Job]):
+def _check_memory(self:Store, need:int, active:list[Job]):
     "Refuse a job of `need` bytes that could never fit, or that does not fit beside the jobs that may run with it."
-    if len(active) >= self.max_jobs:
-        raise BusyError(f"{len(active)} training jobs are queued or running, the most this server takes; "
-                        "try again when one finishes", retry_after=60)
     if self.max_job_bytes is None: return
     gib = lambda n: f"{n / 2**30:.1f} GiB"
     if need > self.max_job_bytes:
@@ -164,10 +161,12 @@ def train(self:Store, name:str, model_config:GPTConfig|None=None, train_config:T
         if (j := self.jobs.get(name)) and j.state in ('queued', 'running'):
             raise ConflictError(f"model {name!r} is already {j.state}; cancel it first")
         active = [j for j in self.jobs.values() if j.state in ('queued', 'running')]
-        if len(active) >= self.max_jobs: self._check_limits(0, active)        # before loading any data
+        if len(active) >= self.max_jobs:                                     # before loading any data
+            raise BusyError(f"{len(active)} training jobs are queued or running, the most this server takes; "
+                            "try again when one finishes", retry_after=60)
         run = TrainingRun(name, model_config, train_config, dataset, self.home, resume=resume, overwrite=True, paths=False)
         need = estimate_train_bytes(run.model_config, run.train_config.batch_size)
-        self._check_limits(need, active)
+        self._check_memory(need, active)
         if not resume: self._cache.pop(name, None)
         job = self.jobs[name] = Job(name, step=checkpoint_step(run.out) or 0 if resume else 0,
                                     max_iters=run.train_config.max_iters, memory=need,
