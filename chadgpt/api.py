@@ -26,6 +26,7 @@ from starlette.datastructures import Headers
 from starlette.exceptions import HTTPException
 from .core import ChadGPTError, NotFoundError, ConflictError, BusyError, check_name
 from .model import GPTConfig
+from .tokenizers import BPE_DEFAULT, BPE_SIZES
 from .train import TrainConfig, saved_configs
 from .sample import stream_text
 from .store import Store, TooLargeError, DiskFullError
@@ -40,7 +41,8 @@ __all__ = ['MODEL_KEYS', 'TRAIN_KEYS', 'SAFE_METHODS', 'OPEN_PATHS', 'LOOPBACK_H
 class Hyperparameters(BaseModel):
     "Model and training settings; omitted ones take chadgpt's defaults."
     model_config = ConfigDict(extra='forbid', strict=True)
-    vocab_size: int | None = Field(None, ge=1, le=1_000_000, description="accepted for compatibility; derived from the tokenizer")
+    vocab_size: int | None = Field(None, ge=1, le=1_000_000, description="the bpe tokenizer's target size (256-65,536, "
+                                   "default 4,096); the other tokenizers take theirs from the data (ignored)")
     block_size: int | None = Field(None, examples=[GPTConfig.block_size], ge=1, le=2048)
     n_head: int | None = Field(None, examples=[GPTConfig.n_head], ge=1, le=64, validation_alias=AliasChoices('n_head', 'n_heads'))
     n_embed: int | None = Field(None, examples=[GPTConfig.n_embed], ge=1, le=2048)
@@ -68,7 +70,9 @@ class TrainRequest(BaseModel):
     model_config = ConfigDict(extra='forbid', strict=True)
     dataset: str = Field('shakespeare', min_length=1, max_length=64,
                          description="a built-in (shakespeare) or an uploaded dataset's name; never a path")
-    tokenizer: Literal['character'] = 'character'
+    tokenizer: Literal['character', 'char', 'word', 'tiktoken', 'gpt2', 'bpe'] | None = Field(
+        None, description="character (default), word, tiktoken (= gpt2: GPT-2's BPE) or bpe (trained on the dataset, "
+                          "hyperparameters.vocab_size tokens); when resuming, the model's own")
     hyperparameters: Hyperparameters = Field(default_factory=Hyperparameters)
     resume: bool = Field(False, description="continue the model from its last checkpoint instead of starting afresh")
     device: str = Field('auto', pattern=r'^(auto|cpu|cuda(:\d+)?)$')
@@ -77,6 +81,19 @@ class TrainRequest(BaseModel):
     @field_validator('dataset')
     @classmethod
     def _a_name(cls, v): return check_name(v, 'dataset')     # over HTTP a dataset is a name, never a path
+
+    @model_validator(mode='after')
+    def _bpe_size(self):
+        n, (lo, hi) = self.hyperparameters.vocab_size, BPE_SIZES
+        if self.tokenizer == 'bpe' and n is not None and not lo <= n <= hi:
+            raise ValueError(f"hyperparameters.vocab_size: a bpe vocabulary must be between {lo} and {hi:,} tokens, got {n}")
+        return self
+
+    @property
+    def tokenizer_spec(self) -> str|None:
+        "The tokenizer as chadgpt names it (`bpe:VOCAB` for bpe), or `None` for the default (or, resuming, the model's)."
+        if self.tokenizer == 'bpe': return f"bpe:{self.hyperparameters.vocab_size or BPE_DEFAULT}"
+        return self.tokenizer
 
 # %% ../nbs/10_api.ipynb #3d5ac516
 MODEL_KEYS = ('block_size', 'n_head', 'n_embed', 'n_layer', 'dropout', 'attention')
@@ -323,7 +340,7 @@ def _add_model_routes(app:FastAPI, store:Store):
               max_body_size=MAX_BODY_BYTES)
     def train_model(name: str, req: TrainRequest):
         mcfg, tcfg = request_configs(req, check_name(name), store.home)
-        store.train(name, mcfg, tcfg, None if req.resume else req.dataset, resume=req.resume)
+        store.train(name, mcfg, tcfg, None if req.resume else req.dataset, resume=req.resume, tokenizer=req.tokenizer_spec)
         return public_status(store.status(name))
 
     @app.get('/lm/{name}/status', summary="Training status: state, step, losses, tokens/s, ETA")

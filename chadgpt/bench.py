@@ -4,16 +4,19 @@
 
 # %% ../nbs/12_bench.ipynb #ef2e3abc
 from __future__ import annotations
-import json, os, platform, statistics, time
+import json, os, platform, statistics, subprocess, sys, tempfile, time
+from pathlib import Path
 from dataclasses import replace
 import torch
 from .core import ChadGPTError
 from .model import GPT, GPTConfig
+from .tokenizers import build_tokenizer
+from .tokens import array_encoder, read_chunks
 from .train import TrainConfig, configure_optimizer, cpu_has_bf16, resolve_device, resolve_dtype, train_step
 
 # %% auto #0
 __all__ = ['BENCH_CONFIGS', 'flops_per_token', 'device_name', 'matmul_peak', 'train_throughput', 'generation_throughput',
-           'run_bench', 'format_bench']
+           'run_bench', 'format_bench', 'tokenizer_speed', 'peak_memory']
 
 # %% ../nbs/12_bench.ipynb #ce29f96e
 BENCH_CONFIGS = {
@@ -145,3 +148,47 @@ def format_bench(res:dict) -> str:
             c, nc = gen.get(f"{n} tokens, cache"), gen.get(f"{n} tokens, no cache")
             if c and nc: lines.append(f"  KV cache speed-up at {n} tokens: {c / nc:.1f}x")
     return '\n'.join(lines)
+
+# %% ../nbs/12_bench.ipynb #73755438
+def tokenizer_speed(path, specs=('char', 'word', 'gpt2', 'bpe:4096'), log=print) -> list[dict]:
+    "For each tokenizer spec: seconds to learn it from the text file `path`, and MB/s tokenizing the file."
+    path, rows = Path(path), []
+    mb = path.stat().st_size / 1e6
+    for spec in specs:
+        t0 = time.perf_counter()
+        tok = build_tokenizer(spec, read_chunks(path))
+        learn, t0, n, batch = time.perf_counter() - t0, time.perf_counter(), 0, []
+        encode = array_encoder(tok)
+        for text in read_chunks(path):
+            batch.append(text)
+            if len(batch) == 8: n, batch = n + sum(map(len, encode(batch))), []
+        n += sum(map(len, encode(batch))) if batch else 0
+        rows.append({'tokenizer': spec, 'vocab_size': tok.vocab_size, 'learn_s': round(learn, 3),
+                     'mb_per_s': round(mb / (time.perf_counter() - t0), 2), 'bytes_per_token': round(path.stat().st_size / n, 3)})
+        if log: log(rows[-1])
+    return rows
+
+# %% ../nbs/12_bench.ipynb #5a8470c8
+_MEASURE = """
+import json, resource, sys, time
+t0 = time.perf_counter()
+if sys.argv[1] == 'prepare':
+    from chadgpt.tokens import prepare
+    d = prepare(sys.argv[2], sys.argv[3], sys.argv[4])
+    out = {'tokens': d.meta['train_tokens'] + d.meta['val_tokens']}
+else:
+    from chadgpt.model import GPTConfig
+    from chadgpt.train import TrainConfig, train
+    train('memory-probe', GPTConfig(), TrainConfig(max_iters=int(sys.argv[5]), eval_interval=10**9, eval_iters=5),
+          sys.argv[2], sys.argv[4], tokenizer=sys.argv[3], overwrite=True, progress=False)
+    out = {}
+print(json.dumps({**out, 'seconds': round(time.perf_counter() - t0, 1),
+                  'peak_rss_mb': round(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024)}))
+"""
+
+def peak_memory(task:str, dataset, tokenizer:str, home, steps:int=200) -> dict:
+    "Peak RSS (MB) and seconds of `prepare` (`task='prepare'`) or of a `steps`-step training run, in a new process."
+    r = subprocess.run([sys.executable, '-c', _MEASURE, task, str(dataset), tokenizer, str(home), str(steps)],
+                       capture_output=True, text=True)
+    if r.returncode: raise ChadGPTError(f"{task} {dataset} with {tokenizer} failed: {r.stderr.strip()[-500:]}")
+    return json.loads(r.stdout.splitlines()[-1])

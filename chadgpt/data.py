@@ -123,14 +123,19 @@ def check_block_size(self:TextData, block_size:int):
                                f"block_size + 1 = {block_size + 1}; use a smaller block_size or more text")
 
 @patch
+def windows(self:TextData, data, ix, block_size:int):
+    "The windows of `block_size` tokens of `data` that start at `ix`, and the same shifted by one: `(B, T)` each."
+    offsets = torch.arange(block_size)
+    return data[ix[:, None] + offsets], data[ix[:, None] + offsets + 1]
+
+@patch
 def get_batch(self:TextData, split:str, batch_size:int, block_size:int, generator=None, device=None):
     "Inputs `x` and targets `y` (each `(batch_size, block_size)`): random windows of `split` and the same shifted by one."
     if split not in ('train', 'val'): raise ChadGPTError(f"split must be 'train' or 'val', not {split!r}")
     self.check_block_size(block_size)
     data = getattr(self, split)
     ix = torch.randint(len(data) - block_size, (batch_size,), generator=generator)
-    offsets = torch.arange(block_size)
-    x, y = data[ix[:, None] + offsets], data[ix[:, None] + offsets + 1]  # (B, T) each
+    x, y = self.windows(data, ix, block_size)
     if device is not None and torch.device(device).type != 'cpu':
         x, y = x.pin_memory().to(device, non_blocking=True), y.pin_memory().to(device, non_blocking=True)
     return x, y

@@ -28,11 +28,12 @@ class GPTConfig:
     dropout: float = 0.0
     attention: str = 'fused'    # 'fused' (one QKV projection, fused kernels) or 'heads' (the lecture's module per head)
     tie_weights: bool = True    # share the token embedding with the output layer, as GPT-2 does
+    vocab_multiple: int = 1     # pad the embedding rows to a multiple of this (64: faster matmuls); never sampled
     n_heads: InitVar[int|None] = None
 
     def __post_init__(self, n_heads=None):
         if n_heads is not None: self.n_head = n_heads
-        for k in ('vocab_size', 'block_size', 'n_layer', 'n_head', 'n_embed'):
+        for k in ('vocab_size', 'block_size', 'n_layer', 'n_head', 'n_embed', 'vocab_multiple'):
             v = getattr(self, k)
             if isinstance(v, bool) or not isinstance(v, int) or v < 1:
                 raise ChadGPTError(f"{k} must be a positive integer, got {v!r}")
@@ -46,6 +47,11 @@ class GPTConfig:
 # %% ../nbs/05_model.ipynb #5e7d4dc7
 @patch
 def to_dict(self:GPTConfig) -> dict: return asdict(self)
+
+@patch(as_prop=True)
+def padded_vocab(self:GPTConfig) -> int:
+    "Rows of the embedding and the output layer: `vocab_size` rounded up to a multiple of `vocab_multiple`."
+    return -(-self.vocab_size // self.vocab_multiple) * self.vocab_multiple
 
 @patch(cls_method=True)
 def from_dict(cls:GPTConfig, d:dict):
@@ -90,12 +96,12 @@ class GPT(nn.Module):
     def __init__(self, config:GPTConfig):
         super().__init__()
         self.config = c = config
-        self.token_embedding = nn.Embedding(c.vocab_size, c.n_embed)
+        self.token_embedding = nn.Embedding(c.padded_vocab, c.n_embed)
         self.position_embedding = nn.Embedding(c.block_size, c.n_embed)
         self.drop = Dropout(c.dropout)
         self.blocks = nn.ModuleList([Block(c) for _ in range(c.n_layer)])
         self.ln_f = nn.LayerNorm(c.n_embed)
-        self.lm_head = nn.Linear(c.n_embed, c.vocab_size, bias=False)
+        self.lm_head = nn.Linear(c.n_embed, c.padded_vocab, bias=False)
         if c.tie_weights: self.lm_head.weight = self.token_embedding.weight
         self.apply(self._init_weights)
         for name, p in self.named_parameters():
@@ -117,7 +123,8 @@ def forward(self:GPT, idx, targets=None, cache=None):
     x = self.drop(self.token_embedding(idx) + self.position_embedding(pos))  # (B, T, C)
     for i, block in enumerate(self.blocks): x = block(x, None if cache is None else cache.layers[i])
     if cache is not None: cache.length += T
-    logits = self.lm_head(self.ln_f(x))                                      # (B, T, vocab_size)
+    logits = self.lm_head(self.ln_f(x))                                      # (B, T, padded_vocab)
+    if self.config.padded_vocab > self.config.vocab_size: logits[..., self.config.vocab_size:] = float('-inf')
     if targets is None: return logits, None
     return logits, F.cross_entropy(logits.view(B * T, -1), targets.view(B * T))
 
@@ -186,7 +193,7 @@ def generate_stream(self:GPT, idx, max_new_tokens:int, temperature:float=1.0, to
                 cache = self.new_cache()
                 logits, _ = self(idx, cache=cache)
             else: logits, _ = self(idx[:, cache.length:], cache=cache)  # only the new token
-            nxt = sample_next(logits[:, -1, :], temperature, top_k, top_p, generator)
+            nxt = sample_next(logits[:, -1, :self.config.vocab_size], temperature, top_k, top_p, generator)
             idx = torch.cat((idx, nxt), dim=1)
             yield nxt
     finally: self.train(was_training)

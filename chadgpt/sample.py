@@ -8,16 +8,19 @@ from typing import Iterator
 import torch
 from torch.nn import functional as F
 from .core import ChadGPTError
-from .tokenizer import CharTokenizer
+from .tokenizers import TextStream
 from .model import GPT, check_sampling
 
 # %% auto #0
 __all__ = ['encode_prompt', 'make_generator', 'stream_text', 'generate_text']
 
 # %% ../nbs/07_sample.ipynb #181022ee
-def encode_prompt(tokenizer:CharTokenizer, prompt:str='', device='cpu') -> torch.Tensor:
-    "The prompt as a `(1, T)` tensor; an empty prompt becomes a single newline (or token 0)."
-    ids = tokenizer.encode(prompt) if prompt else [tokenizer.stoi.get('\n', 0)]
+def encode_prompt(tokenizer, prompt:str='', device='cpu') -> torch.Tensor:
+    "The prompt as a `(1, T)` tensor; an empty prompt becomes a single newline (or token 0 if there is none)."
+    try: ids = tokenizer.encode(prompt or '\n')
+    except ChadGPTError:
+        if prompt: raise
+        ids = [0]
     return torch.tensor([ids], dtype=torch.long, device=device)
 
 def make_generator(seed:int|None=None, device='cpu') -> torch.Generator:
@@ -30,18 +33,24 @@ def make_generator(seed:int|None=None, device='cpu') -> torch.Generator:
     return g
 
 # %% ../nbs/07_sample.ipynb #ec4f5de1
-def stream_text(model:GPT, tokenizer:CharTokenizer, prompt:str='', max_new_tokens:int=500, temperature:float=1.0,
+def stream_text(model:GPT, tokenizer, prompt:str='', max_new_tokens:int=500, temperature:float=1.0,
                 top_k:int|None=None, top_p:float|None=None, seed:int|None=None, use_cache:bool=True) -> Iterator[str]:
-    "An iterator over the text generated after `prompt`, piece by piece. Bad settings fail here, before any text."
+    """An iterator over the text generated after `prompt`, piece by piece. Bad settings fail here, before any text.
+    Byte-level tokens are decoded incrementally, so a character split across tokens comes out whole."""
     if isinstance(max_new_tokens, bool) or not isinstance(max_new_tokens, int) or max_new_tokens < 0:
         raise ChadGPTError(f"max_new_tokens must be a non-negative integer, got {max_new_tokens!r}")
     check_sampling(temperature, top_k, top_p)
     device = next(model.parameters()).device
     idx, g = encode_prompt(tokenizer, prompt, device), make_generator(seed, device)
     tokens = model.generate_stream(idx, max_new_tokens, temperature, top_k, top_p, generator=g, use_cache=use_cache)
-    return (tokenizer.decode(t[0]) for t in tokens)
+    return _decoded(tokens, TextStream(tokenizer))
 
-def generate_text(model:GPT, tokenizer:CharTokenizer, prompt:str='', max_new_tokens:int=500, temperature:float=1.0,
+def _decoded(tokens, stream):
+    for t in tokens:
+        if piece := stream(t[0]): yield piece
+    if rest := stream.flush(): yield rest
+
+def generate_text(model:GPT, tokenizer, prompt:str='', max_new_tokens:int=500, temperature:float=1.0,
                   top_k:int|None=None, top_p:float|None=None, seed:int|None=None, use_cache:bool=True) -> str:
     "The text generated after `prompt` (the prompt itself is not included)."
     return ''.join(stream_text(model, tokenizer, prompt, max_new_tokens, temperature, top_k, top_p, seed, use_cache))

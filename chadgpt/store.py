@@ -13,6 +13,8 @@ from fastcore.basics import patch
 from .core import ChadGPTError, NotFoundError, ConflictError, BusyError, atomic_path, check_name, get_home
 from .data import BUILTINS, data_dir, decode_text, read_text
 from .model import GPTConfig
+from .tokenizers import describe_tokenizer
+from .tokens import token_sets
 from .train import (TrainConfig, TrainingRun, checkpoint_step, load_model, models_dir, read_json, read_metrics,
                            CONFIG, STATE, TOKENIZER, WEIGHTS)
 
@@ -32,10 +34,11 @@ def _builtin_of(filename):
 class Store:
     "Datasets, trained models and background training jobs under `home`, with limits on what requests may use."
     def __init__(self, home=None, max_upload_bytes:int=50_000_000, workers:int=1, max_job_bytes:int|None=None,
-                 max_jobs:int=16, max_loaded:int=8, reserve_bytes:int=256 * 2**20):
+                 max_jobs:int=16, max_loaded:int=8, reserve_bytes:int=256 * 2**20, max_token_sets:int=4):
         self.home, self.max_upload_bytes = get_home(home), max_upload_bytes
         self.max_job_bytes, self.max_jobs = max_job_bytes, max_jobs    # memory of jobs running together; jobs queued
         self.max_loaded, self.reserve_bytes = max_loaded, reserve_bytes  # models kept in memory; disk kept free
+        self.max_token_sets = max_token_sets                             # tokenizations kept per dataset
         self.jobs: dict[str, Job] = {}
         self._lock = threading.RLock()
         self.workers, self._pool = workers, None    # the worker threads start with the first job
@@ -101,6 +104,7 @@ def delete_dataset(self:Store, name:str):
         raise ConflictError(f"{name!r} is a built-in dataset and cannot be deleted")
     self._dataset_file(name).unlink(missing_ok=True)
     self._info.pop(name, None)
+    for folder in token_sets(name, self.home): shutil.rmtree(folder, ignore_errors=True)   # open files stay readable
 
 # %% ../nbs/09_store.ipynb #221ebfc8
 def estimate_train_bytes(m:GPTConfig, batch_size:int) -> int:
@@ -109,6 +113,22 @@ def estimate_train_bytes(m:GPTConfig, batch_size:int) -> int:
     params = L * 12 * C * C + (V + T) * C
     activations = 4 * L * B * T * (24 * C + 4 * m.n_head * T) + 8 * B * T * V   # (B, T, C) and (B, H, T, T) per layer
     return int(16 * params + activations + 256 * 2**20)
+
+# %% ../nbs/09_store.ipynb #d80d3ec4
+@patch
+def _check_token_room(self:Store, dataset:str):
+    "Refuse to tokenize `dataset` when its token files (at most 4 bytes a character) would eat into the reserve."
+    try: p = self._dataset_file(dataset)
+    except ChadGPTError: return                              # TrainingRun says what is wrong with the name
+    need = 4 * (p.stat().st_size if p.is_file() else BUILTINS[dataset].size) + self.reserve_bytes
+    if (free := shutil.disk_usage(self.home if self.home.exists() else '.').free) < need:
+        raise DiskFullError(f"the server's disk is nearly full ({free / 2**20:,.0f} MiB free); delete datasets or models first")
+
+@patch
+def _prune_tokens(self:Store, dataset:str, keep:Path):
+    "Delete `dataset`'s token folders beyond the `max_token_sets` most recently prepared (never `keep`)."
+    for old in [p for p in token_sets(dataset, self.home) if p != keep][self.max_token_sets - 1:]:
+        shutil.rmtree(old, ignore_errors=True)
 
 # %% ../nbs/09_store.ipynb #bde74e9e
 @dataclass
@@ -120,6 +140,7 @@ class Job:
     max_iters: int = 0
     train_loss: float | None = None
     val_loss: float | None = None
+    val_bpb: float | None = None          # validation loss in bits per byte of text
     loss: float | None = None             # last training-batch loss
     tokens_per_s: float | None = None
     eta_s: float | None = None
@@ -130,11 +151,11 @@ class Job:
 
     def on_event(self, e:dict):
         self.state, self.step, self.max_iters = 'running', e['step'], e['max_iters']
-        if e['event'] == 'eval': self.train_loss, self.val_loss = e['train_loss'], e['val_loss']
+        if e['event'] == 'eval': self.train_loss, self.val_loss, self.val_bpb = e['train_loss'], e['val_loss'], e['val_bpb']
         else: self.loss, self.tokens_per_s, self.eta_s = e['loss'], e['tokens_per_s'], e['eta_s']
 
     def status(self) -> dict:
-        return {k: getattr(self, k) for k in ('name', 'state', 'step', 'max_iters', 'train_loss', 'val_loss', 'loss',
+        return {k: getattr(self, k) for k in ('name', 'state', 'step', 'max_iters', 'train_loss', 'val_loss', 'val_bpb', 'loss',
                                               'tokens_per_s', 'eta_s', 'error')} | {'resumable': False}
 
 # %% ../nbs/09_store.ipynb #66d57747
@@ -153,25 +174,36 @@ def _check_memory(self:Store, need:int, active:list[Job]):
                         "try again when one finishes", retry_after=60)
 
 @patch
+def _check_room(self:Store, name:str) -> list[Job]:
+    "The jobs queued or running, once it is clear that `name` is not one of them and one more fits in the queue."
+    if (j := self.jobs.get(name)) and j.state in ('queued', 'running'):
+        raise ConflictError(f"model {name!r} is already {j.state}; cancel it first")
+    active = [j for j in self.jobs.values() if j.state in ('queued', 'running')]
+    if len(active) >= self.max_jobs:
+        raise BusyError(f"{len(active)} training jobs are queued or running, the most this server takes; "
+                        "try again when one finishes", retry_after=60)
+    return active
+
+@patch
 def train(self:Store, name:str, model_config:GPTConfig|None=None, train_config:TrainConfig|None=None,
-          dataset:str='shakespeare', resume:bool=False) -> Job:
+          dataset:str='shakespeare', resume:bool=False, tokenizer=None) -> Job:
     "Validate and queue a training job for model `name` (retraining replaces a finished model unless `resume`)."
     check_name(name)
+    with self._lock: self._check_room(name)                  # before any tokenizing
+    self._check_token_room(dataset)
+    # tokenizing (the first time) can take seconds: outside the lock, so generation and other requests go on
+    run = TrainingRun(name, model_config, train_config, dataset, self.home, resume=resume, overwrite=True, paths=False,
+                      tokenizer=tokenizer)
+    self._prune_tokens(run.dataset, keep=run.data.folder)
     with self._lock:
-        if (j := self.jobs.get(name)) and j.state in ('queued', 'running'):
-            raise ConflictError(f"model {name!r} is already {j.state}; cancel it first")
-        active = [j for j in self.jobs.values() if j.state in ('queued', 'running')]
-        if len(active) >= self.max_jobs:                                     # before loading any data
-            raise BusyError(f"{len(active)} training jobs are queued or running, the most this server takes; "
-                            "try again when one finishes", retry_after=60)
-        run = TrainingRun(name, model_config, train_config, dataset, self.home, resume=resume, overwrite=True, paths=False)
+        active = self._check_room(name)                      # again: another request may have got in meanwhile
         need = estimate_train_bytes(run.model_config, run.train_config.batch_size)
         self._check_memory(need, active)
         if not resume: self._cache.pop(name, None)
         job = self.jobs[name] = Job(name, step=checkpoint_step(run.out) or 0 if resume else 0,
                                     max_iters=run.train_config.max_iters, memory=need,
                                     config={'model': run.model_config.to_dict(), 'train': run.train_config.to_dict(),
-                                            'dataset': run.dataset})
+                                            'dataset': run.dataset, 'tokenizer': run.data.meta['tokenizer']})
         if self._pool is None: self._pool = ThreadPoolExecutor(self.workers, thread_name_prefix='chadgpt-train')
         self._pool.submit(self._run_job, job, run)
     return job
@@ -184,7 +216,7 @@ def _run_job(self:Store, job:Job, run:TrainingRun):
         run.run(progress=False, callback=job.on_event, stop=job.stop)
         st = read_json(run.out/STATE)
         job.state, job.step, job.eta_s = ('cancelled' if st['status'] == 'cancelled' else 'done'), st['step'], None
-        job.train_loss, job.val_loss = st.get('train_loss'), st.get('val_loss')
+        job.train_loss, job.val_loss, job.val_bpb = st.get('train_loss'), st.get('val_loss'), st.get('val_bpb')
     except BaseException as e:
         job.state, job.error = 'failed', str(e) if isinstance(e, ChadGPTError) else f"{type(e).__name__}: {e}"
 
@@ -206,7 +238,7 @@ def status(self:Store, name:str) -> dict:
                                 if st.get('status') == 'running' else None)
     step = checkpoint_step(d) if has_ckpt else None   # the weights' step, even if a crash left state.json behind
     return {'name': name, 'state': state, 'step': st.get('step', 0) if step is None else step, 'max_iters': st.get('max_iters'),
-            'train_loss': st.get('train_loss'), 'val_loss': st.get('val_loss'), 'loss': None,
+            'train_loss': st.get('train_loss'), 'val_loss': st.get('val_loss'), 'val_bpb': st.get('val_bpb'), 'loss': None,
             'tokens_per_s': st.get('tokens_per_s'), 'eta_s': None, 'error': error,
             'resumable': state in ('failed', 'cancelled') and has_ckpt}
 
@@ -244,8 +276,7 @@ def model_info(self:Store, name:str) -> dict:
         metrics = read_metrics(d) if (d/CONFIG).is_file() else []
     except (ChadGPTError, OSError):            # deleted or replaced while we read it
         raise ConflictError(f"model {name!r} changed while it was being read (retrained or deleted); try again") from None
-    tokenizer = tok and {'type': tok['type'], 'vocab_size': len(tok['chars']), 'vocab': ''.join(tok['chars'])}
-    return {'name': name, 'config': cfg, 'tokenizer': tokenizer, 'metrics': metrics, 'status': status}
+    return {'name': name, 'config': cfg, 'tokenizer': tok and describe_tokenizer(tok), 'metrics': metrics, 'status': status}
 
 @patch
 def delete_model(self:Store, name:str):

@@ -13,8 +13,9 @@ from safetensors.torch import save_file, load_file, save_model, load_model as _l
 from safetensors import safe_open
 from tqdm.auto import tqdm
 from .core import ChadGPTError, NotFoundError, ConflictError, atomic_path, atomic_write, get_home, check_name
-from .tokenizer import CharTokenizer
-from .data import BUILTINS, TextData, data_dir, load_dataset
+from .tokenizers import TokenizerSpec, load_tokenizer, spec_of
+from .data import BUILTINS, TextData, data_dir
+from .tokens import bits_per_byte, prepare
 from .model import GPT, GPTConfig
 
 # %% auto #0
@@ -232,14 +233,17 @@ def _dataset_ref(dataset, home) -> str:
     return str(Path(dataset).expanduser().resolve())
 
 class TrainingRun:
-    "A validated, ready-to-start training run: configs checked, data loaded; nothing on disk changes before `run`."
+    "A validated, ready-to-start training run: configs checked, tokens prepared; the model folder is untouched before `run`."
     def __init__(self, name:str, model_config:GPTConfig|None=None, train_config:TrainConfig|None=None, dataset=None,
-                 home=None, resume:bool=False, overwrite:bool=False, paths:bool=True):
+                 home=None, resume:bool=False, overwrite:bool=False, paths:bool=True, tokenizer=None, progress:bool=False):
         self.name, self.resume, self.out = name, resume, models_dir(home)/check_name(name)
         if resume:
             saved = read_json(model_dir(name, home)/CONFIG)
-            mcfg, tok = GPTConfig.from_dict(saved['model']), CharTokenizer.load(self.out/TOKENIZER)
-            if model_config is not None and replace(model_config, vocab_size=mcfg.vocab_size) != mcfg:
+            mcfg, tok = GPTConfig.from_dict(saved['model']), load_tokenizer(self.out/TOKENIZER)
+            if tokenizer is not None and TokenizerSpec.parse(tokenizer) != spec_of(tok):
+                raise ChadGPTError(f"model {name!r} was trained with the {spec_of(tok)} tokenizer; resume it with that one")
+            if model_config is not None and replace(model_config, vocab_size=mcfg.vocab_size,
+                                                    vocab_multiple=mcfg.vocab_multiple) != mcfg:
                 raise ChadGPTError(f"cannot change the shape of model {name!r} when resuming (saved: {mcfg})")
             tcfg, dataset = train_config or TrainConfig.from_dict(saved['train']), dataset or saved['dataset']
             if not paths and '/' in str(dataset):
@@ -251,11 +255,14 @@ class TrainingRun:
         else:
             if self.out.exists() and any(self.out.iterdir()):
                 if not overwrite: raise ConflictError(f"model {name!r} already exists in {self.out.parent}; resume it or overwrite it")
-            mcfg, tok, tcfg, dataset = model_config or GPTConfig(), None, train_config or TrainConfig(), dataset or 'shakespeare'
+            mcfg, tcfg, dataset = model_config or GPTConfig(), train_config or TrainConfig(), dataset or 'shakespeare'
+            tok = TokenizerSpec.parse(tokenizer or 'char')
         self.device = resolve_device(tcfg.device)
         self.dtype = resolve_dtype(tcfg.dtype, self.device)
-        self.data = load_dataset(dataset, home, tokenizer=tok, paths=paths)
-        self.model_config, self.train_config = replace(mcfg, vocab_size=self.data.vocab_size), tcfg
+        self.data = prepare(dataset, tok, home, paths, progress)
+        multiple = mcfg.vocab_multiple if resume else 1 if spec_of(self.data.tokenizer).kind == 'char' else 64
+        self.model_config = replace(mcfg, vocab_size=self.data.vocab_size, vocab_multiple=multiple)
+        self.train_config = tcfg
         self.data.check_block_size(self.model_config.block_size)
         self.dataset = _dataset_ref(dataset, home)
 
@@ -308,9 +315,10 @@ def run(self:TrainingRun, progress:bool=True, callback=None, stop=None, log_inte
     else:
         start, prev = 0, {}
         self.data.tokenizer.save(out/TOKENIZER)
-    atomic_write(out/CONFIG, json.dumps({'model': mcfg.to_dict(), 'train': tcfg.to_dict(), 'dataset': self.dataset}, indent=1))
+    atomic_write(out/CONFIG, json.dumps({'model': mcfg.to_dict(), 'train': tcfg.to_dict(), 'dataset': self.dataset,
+                                         'tokenizer': str(spec_of(self.data.tokenizer))}, indent=1))
     state = {'status': 'running', 'step': start, 'max_iters': tcfg.max_iters, 'train_loss': prev.get('train_loss'),
-             'val_loss': prev.get('val_loss'), 'elapsed_s': prev.get('elapsed_s', 0.0), 'device': str(device),
+             'val_loss': prev.get('val_loss'), 'val_bpb': prev.get('val_bpb'), 'elapsed_s': prev.get('elapsed_s', 0.0), 'device': str(device),
              'dtype': str(self.dtype).removeprefix('torch.')}
     atomic_write(out/STATE, json.dumps(state, indent=1))
     net = torch.compile(model) if tcfg.compile else model
@@ -319,9 +327,10 @@ def run(self:TrainingRun, progress:bool=True, callback=None, stop=None, log_inte
 
 def train(name:str, model_config:GPTConfig|None=None, train_config:TrainConfig|None=None, dataset=None, home=None,
           resume:bool=False, overwrite:bool=False, progress:bool=True, callback=None, stop=None, log_interval:int=10,
-          paths:bool=True) -> Path:
-    "Train (or resume) model `name` on `dataset`, saving it in `<home>/models/<name>`; returns that folder."
-    return TrainingRun(name, model_config, train_config, dataset, home, resume, overwrite, paths).run(progress, callback, stop, log_interval)
+          paths:bool=True, tokenizer=None) -> Path:
+    "Train (or resume) model `name` on `dataset` with `tokenizer` (default `char`), saving it in `<home>/models/<name>`."
+    run = TrainingRun(name, model_config, train_config, dataset, home, resume, overwrite, paths, tokenizer, progress)
+    return run.run(progress, callback, stop, log_interval)
 
 # %% ../nbs/06_train.ipynb #ba3e1cb5
 def _run_loop(out, model, opt, data, tcfg, gen, device, state, start, resume, progress, callback, stop, log_interval,
@@ -329,6 +338,7 @@ def _run_loop(out, model, opt, data, tcfg, gen, device, state, start, resume, pr
     net = net or model   # what runs forward (the compiled model with compile=True); `model` is what is saved
     step, tokens_per_step, t_start = start, tcfg.batch_size * model.config.block_size, time.perf_counter()
     elapsed0, t_log, s_log = state['elapsed_s'], t_start, start
+    tpb = getattr(data, 'tokens_per_byte', None)          # token files know it; an in-memory TextData does not
     bar = tqdm(total=tcfg.max_iters, initial=start, desc=out.name, disable=not progress, unit='step', mininterval=0.5)
     def save(status):
         state.update(status=status, step=step, elapsed_s=round(elapsed0 + time.perf_counter() - t_start, 3))
@@ -341,11 +351,12 @@ def _run_loop(out, model, opt, data, tcfg, gen, device, state, start, resume, pr
                     save('cancelled'); break
                 if not all(map(math.isfinite, losses.values())): _diverged(step, tcfg)
                 record = {'step': step, 'train_loss': round(losses['train'], 5), 'val_loss': round(losses['val'], 5),
+                          'val_bpb': round(bits_per_byte(losses['val'], tpb), 5) if tpb else None,
                           'lr': get_lr(step, tcfg), 'elapsed_s': round(elapsed0 + time.perf_counter() - t_start, 3)}
                 _append_metrics(out, record, step)
-                state.update(train_loss=record['train_loss'], val_loss=record['val_loss'])
+                state.update(train_loss=record['train_loss'], val_loss=record['val_loss'], val_bpb=record['val_bpb'])
                 save('done' if step >= tcfg.max_iters else 'running')
-                bar.set_postfix(train=f"{losses['train']:.4f}", val=f"{losses['val']:.4f}")
+                bar.set_postfix(train=f"{losses['train']:.4f}", val=f"{losses['val']:.4f}", bpb=f"{record['val_bpb'] or 0:.3f}")
                 if callback: callback({'event': 'eval', 'max_iters': tcfg.max_iters, **record})
             if step >= tcfg.max_iters: break
             if stop is not None and stop.is_set():
@@ -370,10 +381,10 @@ def _run_loop(out, model, opt, data, tcfg, gen, device, state, start, resume, pr
     return out
 
 # %% ../nbs/06_train.ipynb #ab21ee7e
-def load_model(name_or_dir, home=None, device='cpu') -> tuple[GPT, CharTokenizer]:
+def load_model(name_or_dir, home=None, device='cpu') -> tuple[GPT, object]:
     "The trained `(model, tokenizer)` saved as `name_or_dir` (a model name in `<home>/models` or a folder)."
     d = model_dir(name_or_dir, home)
     if not (d/WEIGHTS).is_file(): raise ChadGPTError(f"model {d.name!r} has no weights yet (is it still starting?)")
     model = GPT(GPTConfig.from_dict(read_json(d/CONFIG)['model']))
     _load_weights(model, d/WEIGHTS, device=str(device))
-    return model.to(device).eval(), CharTokenizer.load(d/TOKENIZER)
+    return model.to(device).eval(), load_tokenizer(d/TOKENIZER)

@@ -11,14 +11,13 @@ from matplotlib.figure import Figure
 from fastcore.basics import patch
 from .core import ChadGPTError, check_name
 from .model import GPT, GPTConfig
-from .tokenizer import CharTokenizer
 from .train import TrainConfig, load_model, read_metrics
 from .sample import stream_text
 from .store import Store
 
 # %% auto #0
-__all__ = ['HYPERPARAMETERS', 'MODEL_KEYS', 'hyperparameter_control', 'loss_figure', 'figure_png', 'TrainPanel', 'SamplePanel',
-           'attention_maps', 'attention_figure', 'AttentionExplorer']
+__all__ = ['HYPERPARAMETERS', 'MODEL_KEYS', 'LABELS', 'TOKENIZER_CHOICES', 'hyperparameter_control', 'loss_figure', 'figure_png',
+           'TrainPanel', 'SamplePanel', 'attention_maps', 'attention_figure', 'AttentionExplorer']
 
 # %% ../nbs/11_widgets.ipynb #66683c1e
 # name: (type, min, max, step)
@@ -28,6 +27,13 @@ HYPERPARAMETERS = {
     'learning_rate': (float, 1e-6, 1.0, 1e-4), 'max_iters': (int, 1, 1_000_000, 100),
     'batch_size': (int, 1, 1024, 4), 'eval_interval': (int, 1, 1_000_000, 50), 'eval_iters': (int, 1, 1000, 5)}
 MODEL_KEYS = ('n_layer', 'n_embed', 'n_head', 'block_size', 'dropout')
+LABELS = {  # readable names, as the original ChadGPT front-end had (the API's name stands beside each)
+    'n_layer': 'Number of attention layers', 'n_embed': 'Embedding size', 'n_head': 'Number of attention heads',
+    'block_size': 'Context length (tokens)', 'dropout': 'Dropout', 'learning_rate': 'Learning rate',
+    'max_iters': 'Training steps', 'batch_size': 'Batch size', 'eval_interval': 'Evaluate every (steps)',
+    'eval_iters': 'Batches per evaluation'}
+TOKENIZER_CHOICES = [('characters', 'char'), ('words', 'word'), ('GPT-2 BPE (tiktoken)', 'gpt2'),
+                     ('BPE trained on the dataset', 'bpe')]
 
 def hyperparameter_control(name:str, value=None) -> W.Widget:
     "A bounded input for hyperparameter `name`, starting at `value` (default: chadgpt's default)."
@@ -35,7 +41,10 @@ def hyperparameter_control(name:str, value=None) -> W.Widget:
     default = getattr(GPTConfig if name in MODEL_KEYS else TrainConfig, name)
     cls = W.BoundedIntText if typ is int else W.BoundedFloatText
     return cls(value=default if value is None else value, min=lo, max=hi, step=step, description=name,
-               style={'description_width': '110px'}, layout=W.Layout(width='240px'))
+               style={'description_width': '95px'}, layout=W.Layout(width='215px'))
+
+def _labelled(name:str, control:W.Widget) -> W.Widget:
+    return W.HBox([W.Label(LABELS[name], layout=W.Layout(width='190px')), control])
 
 # %% ../nbs/11_widgets.ipynb #e3c4f465
 def loss_figure(batch:list[tuple[int, float]], metrics:list[dict], title:str='') -> Figure:
@@ -69,6 +78,9 @@ class TrainPanel(W.VBox):
         self.upload = W.FileUpload(accept='.txt,text/plain', multiple=False, description='Upload text')
         self.controls = {k: hyperparameter_control(k, hyperparameters.get(k)) for k in HYPERPARAMETERS}
         self.name = W.Text(value=name, description='model name')
+        self.tokenizer = W.Dropdown(options=TOKENIZER_CHOICES, value='char', description='tokenizer')
+        self.bpe_vocab = W.BoundedIntText(value=4096, min=256, max=65_536, step=256, description='vocabulary',
+                                          layout=W.Layout(display='none', width='200px'))
         self.train_button = W.Button(description='Train', button_style='success', icon='play')
         self.stop_button = W.Button(description='Stop', button_style='danger', icon='stop', disabled=True)
         self.message, self.stats = W.HTML(), W.HTML()
@@ -76,8 +88,9 @@ class TrainPanel(W.VBox):
         self.plot = W.Image(format='png', layout=W.Layout(width='500px'))
         self.fig = loss_figure([], [])
         self._wire()
-        grid = W.GridBox(list(self.controls.values()), layout=W.Layout(grid_template_columns='repeat(2, 250px)'))
-        super().__init__([W.HBox([self.dataset, self.upload]), grid, self.name,
+        grid = W.GridBox([_labelled(k, c) for k, c in self.controls.items()],
+                         layout=W.Layout(grid_template_columns='repeat(2, 420px)'))
+        super().__init__([W.HBox([self.dataset, self.upload]), W.HBox([self.tokenizer, self.bpe_vocab]), grid, self.name,
                           W.HBox([self.train_button, self.stop_button]), self.message, self.progress, self.stats, self.plot])
         self.validate()
 
@@ -86,6 +99,8 @@ class TrainPanel(W.VBox):
 def _wire(self:TrainPanel):
     for w in [*self.controls.values(), self.name]: w.observe(lambda change: self.validate(), 'value')
     self.upload.observe(self._on_upload, 'value')
+    def on_tokenizer(change): self.bpe_vocab.layout.display = None if change['new'] == 'bpe' else 'none'
+    self.tokenizer.observe(on_tokenizer, 'value')
     self.train_button.on_click(lambda b: self.start())
     self.stop_button.on_click(lambda b: self.stop())
 
@@ -94,6 +109,11 @@ def configs(self:TrainPanel) -> tuple[GPTConfig, TrainConfig]:
     "The `(GPTConfig, TrainConfig)` the controls describe; raises `ChadGPTError` if they are invalid."
     v = {k: c.value for k, c in self.controls.items()}
     return GPTConfig(**{k: v[k] for k in MODEL_KEYS}), TrainConfig(**{k: v[k] for k in v if k not in MODEL_KEYS})
+
+@patch
+def tokenizer_spec(self:TrainPanel) -> str:
+    "The tokenizer the controls choose, as chadgpt names it (`bpe:VOCAB` for a trained BPE)."
+    return f"bpe:{self.bpe_vocab.value}" if self.tokenizer.value == 'bpe' else self.tokenizer.value
 
 @patch
 def _running(self:TrainPanel) -> bool:
@@ -132,12 +152,12 @@ def start(self:TrainPanel):
     "Start training with the current settings (what the Train button does)."
     if self._running() or not self.validate(): return
     mcfg, tcfg = self.configs()
-    try: self.store.train(self.name.value, mcfg, tcfg, self.dataset.value)
+    try: self.store.train(self.name.value, mcfg, tcfg, self.dataset.value, tokenizer=self.tokenizer_spec())
     except ChadGPTError as e: self._say(str(e), error=True); return
     self.batch_losses, self.metrics = [], []
     self.status = self.store.status(self.name.value)
     self.train_button.disabled, self.stop_button.disabled = True, False
-    self._say(f"training {self.name.value!r} on {self.dataset.value}")
+    self._say(f"training {self.name.value!r} on {self.dataset.value} ({self.tokenizer_spec()} tokens)")
     self._watcher = threading.Thread(target=self._watch, args=(self.name.value,), daemon=True)
     self._watcher.start()
 
@@ -184,7 +204,7 @@ def _show(self:TrainPanel, name:str, st:dict):
         changed, self.metrics = changed or metrics != self.metrics, metrics
     num = lambda x, f: '–' if x is None else format(x, f)
     self.stats.value = (f"<code>{st['state']}</code> step {st['step']}/{st['max_iters']} · loss {num(st.get('loss'), '.3f')}"
-                        f" · val {num(st['val_loss'], '.3f')} · {num(st['tokens_per_s'], ',.0f')} tokens/s"
+                        f" · val {num(st['val_loss'], '.3f')} ({num(st.get('val_bpb'), '.3f')} bits/byte) · {num(st['tokens_per_s'], ',.0f')} tokens/s"
                         f" · ETA {_fmt_eta(st.get('eta_s')) or '–'}")
     if changed:                                   # redraw (a PNG render) only when there is something new to show
         self.fig = loss_figure(self.batch_losses, self.metrics, name)
@@ -193,7 +213,7 @@ def _show(self:TrainPanel, name:str, st:dict):
 # %% ../nbs/11_widgets.ipynb #4a87bf74
 class SamplePanel(W.VBox):
     "Prompt, temperature, top-k, top-p, length and seed; Generate streams the text into the panel."
-    def __init__(self, model:str|GPT, tokenizer:CharTokenizer|None=None, home=None, prompt:str=''):
+    def __init__(self, model:str|GPT, tokenizer=None, home=None, prompt:str=''):
         if isinstance(model, GPT):
             if tokenizer is None: raise ChadGPTError("pass the model's tokenizer too")
             self.model, self.tokenizer = model, tokenizer
@@ -284,7 +304,7 @@ def attention_figure(weights:torch.Tensor, chars:str, title:str='') -> Figure:
 
 class AttentionExplorer(W.VBox):
     "Pick a layer and a head; see its attention weights as a heatmap over the text's characters."
-    def __init__(self, model:str|GPT, text:str, tokenizer:CharTokenizer|None=None, home=None, max_chars:int=48):
+    def __init__(self, model:str|GPT, text:str, tokenizer=None, home=None, max_chars:int=48):
         if isinstance(model, GPT):
             if tokenizer is None: raise ChadGPTError("pass the model's tokenizer too")
             self.model, self.tokenizer = model, tokenizer
@@ -304,11 +324,13 @@ class AttentionExplorer(W.VBox):
         chars = self.text.value[-self.max_chars:]
         try:
             if not chars: raise ChadGPTError("type some text to see where the heads look")
-            idx = torch.tensor([self.tokenizer.encode(chars)], device=next(self.model.parameters()).device)
+            ids = self.tokenizer.encode(chars)
+            idx = torch.tensor([ids], device=next(self.model.parameters()).device)
         except ChadGPTError as e:
             self.message.value = f"<span style='color:#c0392b'>{html.escape(str(e))}</span>"; return
         self.message.value = '' if len(self.text.value) <= self.max_chars else f"showing the last {self.max_chars} characters"
         self.maps = attention_maps(self.model, idx)
         self.weights = self.maps[self.layer.value, self.head.value]
-        self.fig = attention_figure(self.weights, chars, f"layer {self.layer.value}, head {self.head.value}")
+        labels = chars if len(ids) == len(chars) else [self.tokenizer.decode([i]) for i in ids]   # subword tokens
+        self.fig = attention_figure(self.weights, labels, f"layer {self.layer.value}, head {self.head.value}")
         self.image.value = figure_png(self.fig)

@@ -14,6 +14,21 @@ def shakespeare() -> Path:
         if p.is_file() and hashlib.sha256(p.read_bytes()).hexdigest() == SHA256: return p
     pytest.fail(f"Tiny Shakespeare not found at any of {[str(p) for p in CANDIDATES]}; tests do not download it")
 
+R50K_SHA256 = '306cd27f03c1a714eca7108e03d66b7dc042abe8c258b44c199a7ed9838dd930'
+R50K_CACHE_NAME = '0ea1e91bbb3a60f729a8dc8f777fd2fc07cd8df4'   # sha1 of the URL tiktoken downloads it from
+R50K_CANDIDATES = [REPO/'data'/'r50k_base.tiktoken', REPO.parent/'shared'/'data'/'r50k_base.tiktoken']
+
+@pytest.fixture(scope='session', autouse=True)
+def tiktoken_cache(tmp_path_factory) -> Path:
+    "GPT-2's BPE ranks where tiktoken looks offline ($TIKTOKEN_CACHE_DIR, inherited by servers): tests never download."
+    d = tmp_path_factory.mktemp('tiktoken-cache')
+    for p in R50K_CANDIDATES:
+        if p.is_file() and hashlib.sha256(p.read_bytes()).hexdigest() == R50K_SHA256:
+            shutil.copy(p, d/R50K_CACHE_NAME); break
+    else: pytest.fail(f"r50k_base.tiktoken not found at any of {[str(p) for p in R50K_CANDIDATES]}")
+    os.environ['TIKTOKEN_CACHE_DIR'] = str(d)
+    return d
+
 @pytest.fixture
 def home(tmp_path, shakespeare) -> Path:
     "A chadgpt home directory with data/tinyshakespeare.txt in place."
@@ -25,9 +40,9 @@ def home(tmp_path, shakespeare) -> Path:
 TINY = ['--n-layer', '1', '--n-embed', '32', '--n-head', '2', '--block-size', '32', '--batch-size', '8',
         '--eval-iters', '2', '--quiet']
 
-def chadgpt(*args, home=None, timeout=300, **kw) -> subprocess.CompletedProcess:
-    "Run the installed `chadgpt` console script."
-    env = {**os.environ, 'PYTHONUNBUFFERED': '1'}
+def chadgpt(*args, home=None, timeout=300, env=None, **kw) -> subprocess.CompletedProcess:
+    "Run the installed `chadgpt` console script (with `env` added to the environment)."
+    env = {**os.environ, **(env or {}), 'PYTHONUNBUFFERED': '1'}
     if home is not None: env['CHADGPT_HOME'] = str(home)
     exe = shutil.which('chadgpt')
     assert exe, "the chadgpt console script is not installed (pip install -e .)"

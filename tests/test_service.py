@@ -108,7 +108,7 @@ BAD = [  # (method, path, request kwargs, status, words the message must contain
     ('post', '/lm/m/train', {'json': train_body(learning_rate=0)}, 422, 'learning_rate'),
     ('post', '/lm/m/train', {'json': train_body(max_iters='lots')}, 422, 'max_iters'),
     ('post', '/lm/m/train', {'json': train_body(n_embd=32)}, 422, 'n_embd'),
-    ('post', '/lm/m/train', {'json': {**train_body(), 'tokenizer': 'bpe'}}, 422, 'tokenizer'),
+    ('post', '/lm/m/train', {'json': {**train_body(), 'tokenizer': 'sentencepiece'}}, 422, 'tokenizer'),
     ('post', '/lm/m/train', {'json': train_body('no-such-data')}, 404, 'no-such-data'),
     ('post', '/lm/m/train', {'json': train_body(n_layer=48, n_embed=2048, block_size=2048, batch_size=1024)}, 422, 'GiB'),
     ('post', '/lm/m/train', {'content': b'{not json', 'headers': {'content-type': 'application/json'}}, 422, 'JSON'),

@@ -91,3 +91,21 @@ def test_stop_training_and_errors_on_the_page(page):
     expect(page.locator('#gen-message')).to_contain_text('not in the vocabulary')   # the server's message, shown
     page.fill('#model-name', '../x')
     expect(page.locator('#train-button')).to_be_disabled()
+
+def test_tokenizer_choice_and_readable_labels(page):
+    from playwright.sync_api import expect
+    expect(page.locator('#hp-label-n_layer')).to_contain_text('Number of attention layers')
+    expect(page.locator('#hp-label-n_layer code')).to_have_text('n_layer')           # the API's name beside it
+    expect(page.locator('#hp-label-vocab_size')).to_be_hidden()
+    page.select_option('#tokenizer', 'bpe')
+    expect(page.locator('#hp-label-vocab_size')).to_be_visible()
+    page.fill('#hp-vocab_size', '100')
+    expect(page.locator('#train-message')).to_contain_text('vocab_size must be at least 256')
+    page.fill('#hp-vocab_size', '512')
+    set_hyperparameters(page, n_layer=1, n_embed=32, n_head=2, block_size=32, batch_size=8, max_iters=20,
+                        eval_interval=10, eval_iters=2, dropout=0)
+    page.fill('#model-name', 'webbpe')
+    page.click('#train-button')
+    expect(page.locator('#train-message')).to_contain_text('done: webbpe trained to step 20', timeout=120_000)
+    expect(page.locator('#train-status')).to_contain_text('bits/byte')
+    assert page.server.client.get('/lm/webbpe').json()['tokenizer'] == {'type': 'bpe', 'vocab_size': 512}

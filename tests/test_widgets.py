@@ -58,3 +58,20 @@ def test_stop_keeps_a_resumable_checkpoint(home):
     st = panel.wait(60)
     assert st['state'] == 'cancelled' and st['resumable'] and 'checkpoint is saved' in panel.message.value
     assert (home/'models'/'s'/'model.safetensors').is_file()
+
+def test_tokenizer_choice_labels_and_bits_per_byte(home):
+    panel = TrainPanel(home, name='t', poll_interval=0.05, **TINY)
+    labels = [row.children[0].value for row in panel.children[2].children]
+    assert labels[:3] == ['Number of attention layers', 'Embedding size', 'Number of attention heads']
+    assert panel.bpe_vocab.layout.display == 'none'                 # the size only matters for a trained BPE
+    panel.tokenizer.value = 'bpe'
+    assert panel.bpe_vocab.layout.display is None and panel.tokenizer_spec() == 'bpe:4096'
+    panel.bpe_vocab.value = 100                                     # clamped to the range a BPE can have
+    assert panel.bpe_vocab.value == 256
+    panel.bpe_vocab.value = 512
+    panel.train_button.click()
+    st = panel.wait(120)
+    assert st['state'] == 'done' and st['val_bpb'] > 0 and 'bits/byte' in panel.stats.value
+    assert load_model('t', home)[1].vocab_size == 512
+    ex = AttentionExplorer('t', 'KING RICHARD', home=home)          # labels are the BPE tokens, not characters
+    assert ex.maps.shape[-1] == len(ex.tokenizer.encode('KING RICHARD')) < 12

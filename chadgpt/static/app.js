@@ -2,7 +2,13 @@
 'use strict';
 const $ = (id) => document.getElementById(id);
 const KEYS = ['n_layer', 'n_embed', 'n_head', 'block_size', 'dropout', 'learning_rate', 'max_iters', 'batch_size',
-              'eval_interval', 'eval_iters'];
+              'eval_interval', 'eval_iters', 'vocab_size'];
+const LABELS = {  // readable names, as the original ChadGPT front-end had; the API's name is shown beside each
+  n_layer: 'Number of attention layers', n_embed: 'Embedding size', n_head: 'Number of attention heads',
+  block_size: 'Context length (tokens)', dropout: 'Dropout', learning_rate: 'Learning rate', max_iters: 'Training steps',
+  batch_size: 'Batch size', eval_interval: 'Evaluate every (steps)', eval_iters: 'Batches per evaluation',
+  vocab_size: 'BPE vocabulary size',
+};
 const state = { rules: {}, model: null, poll: null, batch: [], source: null };
 
 // ---- talking to the API -------------------------------------------------------------------------------
@@ -81,19 +87,28 @@ async function buildControls() {
     const rule = { integer: t.type === 'integer', min: t.minimum, max: t.maximum, xmin: t.exclusiveMinimum, xmax: t.exclusiveMaximum };
     state.rules[k] = rule;
     const input = document.createElement('input');
-    Object.assign(input, { id: `hp-${k}`, type: 'number', value: (p.examples || [''])[0], step: rule.integer ? 1 : 'any' });
+    const value = k === 'vocab_size' ? 4096 : (p.examples || [''])[0];
+    Object.assign(input, { id: `hp-${k}`, type: 'number', value, step: rule.integer ? 1 : 'any' });
     if (rule.min !== undefined) input.min = rule.min;
     if (rule.max !== undefined) input.max = rule.max;
     input.addEventListener('input', validate);
-    const label = document.createElement('label');
-    label.append(k, input);
+    const label = document.createElement('label'), name = document.createElement('span'), code = document.createElement('code');
+    label.id = `hp-label-${k}`; code.textContent = k; name.append(LABELS[k] || k, ' ', code);
+    label.append(name, input);
     grid.append(label);
   }
+  $('tokenizer').addEventListener('change', showVocabSize);
+  showVocabSize();
+  validate();
+}
+function showVocabSize() {  // the vocabulary size is chosen only for a BPE trained on the dataset
+  const bpe = $('tokenizer').value === 'bpe';
+  $('hp-label-vocab_size').hidden = !bpe; $('hp-vocab_size').disabled = !bpe;
   validate();
 }
 function hyperparameters() {
   const out = {};
-  for (const k of KEYS) { const v = $(`hp-${k}`).value; if (v !== '') out[k] = Number(v); }
+  for (const k of KEYS) { const v = $(`hp-${k}`).value; if (v !== '' && !$(`hp-${k}`).disabled) out[k] = Number(v); }
   return out;
 }
 function validate() {  // the same rules the server applies; it checks again anyway
@@ -102,6 +117,8 @@ function validate() {  // the same rules the server applies; it checks again any
   for (const k of KEYS) {
     const r = state.rules[k], v = hp[k], input = $(`hp-${k}`);
     let bad = null;
+    if (input.disabled) continue;
+    if (k === 'vocab_size') Object.assign(r, { min: 256, max: 65536 });   // a trained BPE's range
     if (v === undefined || Number.isNaN(v)) bad = `${k} is required`;
     else if (r.integer && !Number.isInteger(v)) bad = `${k} must be a whole number`;
     else if (r.min !== undefined && v < r.min) bad = `${k} must be at least ${r.min}`;
@@ -125,8 +142,9 @@ const training = () => state.status && ['queued', 'running'].includes(state.stat
 $('train-button').addEventListener('click', async () => {
   if (!validate()) return;
   const name = $('model-name').value;
-  const body = { dataset: $('dataset').value, tokenizer: 'character', hyperparameters: hyperparameters(),
-                 resume: $('resume').checked };
+  const resume = $('resume').checked;   // a resumed model keeps its own tokenizer
+  const body = { dataset: $('dataset').value, hyperparameters: hyperparameters(), resume,
+                 ...(resume ? {} : { tokenizer: $('tokenizer').value }) };
   $('train-button').disabled = true;
   try {
     state.status = await api('POST', `lm/${enc(name)}/train`, body);
@@ -151,7 +169,7 @@ function watch(name) {
     if (st.loss != null && (!state.batch.length || state.batch[state.batch.length - 1][0] !== st.step)) state.batch.push([st.step, st.loss]);
     $('progress').max = st.max_iters || 1; $('progress').value = st.step;
     const eta = st.eta_s == null ? '–' : st.eta_s < 120 ? `${st.eta_s.toFixed(0)} s` : `${(st.eta_s / 60).toFixed(1)} min`;
-    $('train-status').textContent = `${st.state} · step ${st.step}/${st.max_iters} · loss ${fmt(st.loss)} · val ${fmt(st.val_loss)}`
+    $('train-status').textContent = `${st.state} · step ${st.step}/${st.max_iters} · loss ${fmt(st.loss)} · val ${fmt(st.val_loss)} (${fmt(st.val_bpb)} bits/byte)`
       + ` · ${st.tokens_per_s == null ? '–' : Math.round(st.tokens_per_s).toLocaleString()} tokens/s · ETA ${eta}`;
     try { drawChart((await api('GET', `lm/${enc(name)}`)).metrics); } catch (e) { /* model folder not written yet */ }
     if (['queued', 'running'].includes(st.state)) { state.poll = setTimeout(tick, 700); return; }
@@ -201,7 +219,7 @@ async function loadModels(select) {
   $('model-list').replaceChildren(...rows.map(([n, st]) => {
     const tr = document.createElement('tr');
     tr.dataset.name = n;
-    for (const v of [n, st.state, st.step, fmt(st.val_loss)]) { const td = document.createElement('td'); td.textContent = v; tr.append(td); }
+    for (const v of [n, st.state, st.step, fmt(st.val_loss), fmt(st.val_bpb)]) { const td = document.createElement('td'); td.textContent = v; tr.append(td); }
     const td = document.createElement('td'), del = document.createElement('button');
     del.textContent = 'Delete'; del.className = 'danger';
     del.addEventListener('click', async (ev) => {
