@@ -328,7 +328,8 @@ def _add_model_routes(app:FastAPI, store:Store):
     @app.get('/lm/{name}', summary="Config, tokenizer, metrics and status of a model")
     def model_info(name: str):
         info = store.model_info(name)
-        cfg = info['config'] and {**info['config'], 'dataset': Path(info['config']['dataset']).name}  # a CLI path: its name
+        ds = info['config'] and info['config'].get('dataset')           # a CLI path: only its name; None when imported
+        cfg = info['config'] and {**info['config'], 'dataset': ds and Path(ds).name}
         return {**info, 'config': cfg, 'status': public_status(info['status'])}
 
     @app.delete('/lm/{name}', dependencies=auth, summary="Delete a model (not while it trains)")

@@ -86,11 +86,11 @@ def causal_attention(q, k, v, dropout_p:float=0.0) -> torch.Tensor:
 # %% ../nbs/04_attention.ipynb #2e54b001
 class CausalSelfAttention(nn.Module):
     "Multi-head causal self-attention with one QKV projection and fused attention kernels."
-    def __init__(self, n_embed:int, n_head:int, block_size:int|None=None, dropout:float=0.0):
+    def __init__(self, n_embed:int, n_head:int, block_size:int|None=None, dropout:float=0.0, bias:bool=False):
         super().__init__()
         if n_embed % n_head: raise ValueError(f"n_embed ({n_embed}) must be divisible by n_head ({n_head})")
         self.n_head, self.n_embed, self.dropout_p = n_head, n_embed, dropout
-        self.c_attn = nn.Linear(n_embed, 3 * n_embed, bias=False)   # queries, keys, values of all heads
+        self.c_attn = nn.Linear(n_embed, 3 * n_embed, bias=bias)    # queries, keys, values of all heads (GPT-2: biased)
         self.c_proj = nn.Linear(n_embed, n_embed)
         self.resid_dropout = Dropout(dropout)
 

@@ -170,7 +170,7 @@ def tokenizer_speed(path, specs=('char', 'word', 'gpt2', 'bpe:4096'), log=print)
 
 # %% ../nbs/12_bench.ipynb #5a8470c8
 _MEASURE = """
-import json, resource, sys, time
+import json, re, sys, time
 t0 = time.perf_counter()
 if sys.argv[1] == 'prepare':
     from chadgpt.tokens import prepare
@@ -182,8 +182,8 @@ else:
     train('memory-probe', GPTConfig(), TrainConfig(max_iters=int(sys.argv[5]), eval_interval=10**9, eval_iters=5),
           sys.argv[2], sys.argv[4], tokenizer=sys.argv[3], overwrite=True, progress=False)
     out = {}
-print(json.dumps({**out, 'seconds': round(time.perf_counter() - t0, 1),
-                  'peak_rss_mb': round(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024)}))
+peak = int(re.search(r'VmHWM:\\s+(\\d+) kB', open('/proc/self/status').read()).group(1))  # this process's own peak
+print(json.dumps({**out, 'seconds': round(time.perf_counter() - t0, 1), 'peak_rss_mb': round(peak / 1024)}))
 """
 
 def peak_memory(task:str, dataset, tokenizer:str, home, steps:int=200) -> dict:

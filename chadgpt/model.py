@@ -29,6 +29,8 @@ class GPTConfig:
     attention: str = 'fused'    # 'fused' (one QKV projection, fused kernels) or 'heads' (the lecture's module per head)
     tie_weights: bool = True    # share the token embedding with the output layer, as GPT-2 does
     vocab_multiple: int = 1     # pad the embedding rows to a multiple of this (64: faster matmuls); never sampled
+    qkv_bias: bool = False      # biases on the query/key/value projection (GPT-2 has them; the lecture's heads do not)
+    gelu: str = 'exact'         # 'exact', or 'tanh': the approximation GPT-2 was trained with
     n_heads: InitVar[int|None] = None
 
     def __post_init__(self, n_heads=None):
@@ -43,6 +45,8 @@ class GPTConfig:
             raise ChadGPTError(f"dropout must be in [0, 1), got {self.dropout!r}")
         if self.attention not in ('fused', 'heads'):
             raise ChadGPTError(f"attention must be 'fused' or 'heads', got {self.attention!r}")
+        if self.gelu not in ('exact', 'tanh'): raise ChadGPTError(f"gelu must be 'exact' or 'tanh', got {self.gelu!r}")
+        if self.qkv_bias and self.attention != 'fused': raise ChadGPTError("qkv_bias needs attention='fused'")
 
 # %% ../nbs/05_model.ipynb #5e7d4dc7
 @patch
@@ -64,10 +68,10 @@ def from_dict(cls:GPTConfig, d:dict):
 # %% ../nbs/05_model.ipynb #ec622e74
 class FeedForward(nn.Module):
     "Position-wise MLP: `n_embed -> 4·n_embed -> n_embed`."
-    def __init__(self, n_embed:int, dropout:float=0.0):
+    def __init__(self, n_embed:int, dropout:float=0.0, gelu:str='exact'):
         super().__init__()
         self.c_fc = nn.Linear(n_embed, 4 * n_embed)
-        self.gelu = nn.GELU()
+        self.gelu = nn.GELU(approximate='tanh' if gelu == 'tanh' else 'none')   # GPT-2 used the tanh approximation
         self.c_proj = nn.Linear(4 * n_embed, n_embed)
         self.dropout = Dropout(dropout)
 
@@ -79,11 +83,11 @@ class Block(nn.Module):
     def __init__(self, config:GPTConfig):
         super().__init__()
         c = config
-        attn = CausalSelfAttention if c.attention == 'fused' else MultiHeadAttention
         self.ln_1 = nn.LayerNorm(c.n_embed)
-        self.attn = attn(c.n_embed, c.n_head, c.block_size, c.dropout)
+        self.attn = CausalSelfAttention(c.n_embed, c.n_head, c.block_size, c.dropout, bias=c.qkv_bias) \
+                    if c.attention == 'fused' else MultiHeadAttention(c.n_embed, c.n_head, c.block_size, c.dropout)
         self.ln_2 = nn.LayerNorm(c.n_embed)
-        self.mlp = FeedForward(c.n_embed, c.dropout)
+        self.mlp = FeedForward(c.n_embed, c.dropout, c.gelu)
 
     def forward(self, x, cache=None):     # cache: the attention's KV cache, for generation
         x = x + self.attn(self.ln_1(x), cache)   # (B, T, C)

@@ -42,6 +42,8 @@ def stream_text(model:GPT, tokenizer, prompt:str='', max_new_tokens:int=500, tem
     check_sampling(temperature, top_k, top_p)
     device = next(model.parameters()).device
     idx, g = encode_prompt(tokenizer, prompt, device), make_generator(seed, device)
+    if idx.max() >= model.config.vocab_size:     # a tokenizer larger than the model (an imported small GPT-2)
+        raise ChadGPTError(f"the prompt has token {idx.max().item()}, outside this model's {model.config.vocab_size} tokens")
     tokens = model.generate_stream(idx, max_new_tokens, temperature, top_k, top_p, generator=g, use_cache=use_cache)
     return _decoded(tokens, TextStream(tokenizer))
 

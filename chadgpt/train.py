@@ -5,24 +5,27 @@
 # %% ../nbs/06_train.ipynb #8fbf4c92
 from __future__ import annotations
 import json, math, os, shutil, time
+from contextlib import nullcontext
 from dataclasses import dataclass, asdict, fields, replace
 from pathlib import Path
 import torch
 from fastcore.basics import patch
 from safetensors.torch import save_file, load_file, save_model, load_model as _load_weights
 from safetensors import safe_open
+from torch.nn.parallel import DistributedDataParallel
 from tqdm.auto import tqdm
 from .core import ChadGPTError, NotFoundError, ConflictError, atomic_path, atomic_write, get_home, check_name
 from .tokenizers import TokenizerSpec, load_tokenizer, spec_of
 from .data import BUILTINS, TextData, data_dir
 from .tokens import bits_per_byte, prepare
 from .model import GPT, GPTConfig
+from .distributed import World, any_rank, barrier, share, world
 
 # %% auto #0
 __all__ = ['CONFIG', 'TOKENIZER', 'WEIGHTS', 'OPTIMIZER', 'STATE', 'METRICS', 'NEXT_OPTIMIZER', 'TrainConfig', 'get_lr',
            'resolve_device', 'configure_optimizer', 'cpu_has_bf16', 'resolve_dtype', 'autocast', 'estimate_loss',
-           'models_dir', 'list_models', 'model_dir', 'read_json', 'read_metrics', 'checkpoint_step', 'TrainingRun',
-           'saved_configs', 'train_step', 'train', 'load_model']
+           'models_dir', 'list_models', 'model_dir', 'read_json', 'read_metrics', 'save_weights', 'checkpoint_step',
+           'TrainingRun', 'saved_configs', 'train_step', 'load_weights_into', 'train', 'load_model']
 
 # %% ../nbs/06_train.ipynb #491fb407
 def _check(obj, k, integer=False, lo=None, hi=None, lo_open=False, hi_open=False):
@@ -39,7 +42,7 @@ def _check(obj, k, integer=False, lo=None, hi=None, lo_open=False, hi_open=False
 @dataclass
 class TrainConfig:
     "How to train: optimisation settings, evaluation cadence, device and seed."
-    batch_size: int = 16
+    batch_size: int = 16           # sequences per micro-step and process (a step: batch_size × grad_accum × processes)
     max_iters: int = 3000
     learning_rate: float = 2e-3
     eval_interval: int = 250
@@ -55,9 +58,10 @@ class TrainConfig:
     seed: int = 1337
     dtype: str = 'auto'            # compute precision: 'float32', 'bfloat16' (autocast), or 'auto' (bf16 where it is fast)
     compile: bool = False          # torch.compile the model (slow to start, faster per step)
+    grad_accum: int = 1            # micro-steps whose gradients are accumulated into one optimizer step
 
     def __post_init__(self):
-        for k in ('batch_size', 'max_iters', 'eval_interval', 'eval_iters'): _check(self, k, integer=True, lo=1)
+        for k in ('batch_size', 'max_iters', 'eval_interval', 'eval_iters', 'grad_accum'): _check(self, k, integer=True, lo=1)
         for k in ('warmup_iters', 'seed'): _check(self, k, integer=True, lo=0)
         _check(self, 'learning_rate', lo=0, lo_open=True, hi=1)
         if self.min_lr is not None: _check(self, 'min_lr', lo=0, hi=self.learning_rate)
@@ -173,6 +177,10 @@ def read_metrics(name_or_dir, home=None) -> list[dict]:
     return [json.loads(l) for l in p.read_text().splitlines() if l.strip()] if p.exists() else []
 
 # %% ../nbs/06_train.ipynb #591d1239
+def save_weights(out:Path, model:GPT, step:int):
+    "Write `model`'s weights to `out/model.safetensors` atomically, with the `step` they belong to."
+    with atomic_path(out/WEIGHTS) as tmp: save_model(model, str(tmp), metadata={'step': str(step)})
+
 def _save_checkpoint(out:Path, model:GPT, opt, gen:torch.Generator, state:dict):
     """Write optimizer + RNG state (beside the old one), the weights, then swap the optimizer in and write `state.json`.
     Each file is written atomically, and the order means a crash at any point leaves a consistent pair (see
@@ -184,7 +192,7 @@ def _save_checkpoint(out:Path, model:GPT, opt, gen:torch.Generator, state:dict):
     if torch.cuda.is_available(): tensors['rng.cuda'] = torch.cuda.get_rng_state()
     with atomic_path(out/NEXT_OPTIMIZER) as tmp:
         save_file(tensors, tmp, metadata={**meta, 'param_groups': json.dumps(sd['param_groups'])})
-    with atomic_path(out/WEIGHTS) as tmp: save_model(model, str(tmp), metadata=meta)
+    save_weights(out, model, state['step'])
     os.replace(out/NEXT_OPTIMIZER, out/OPTIMIZER)
     atomic_write(out/STATE, json.dumps(state, indent=1))
 
@@ -232,11 +240,25 @@ def _dataset_ref(dataset, home) -> str:
     if str(dataset) in BUILTINS or (data_dir(home)/str(dataset)).is_file(): return str(dataset)
     return str(Path(dataset).expanduser().resolve())
 
+def _fine_tune_base(name, home, model_config, tokenizer):
+    "The config (only dropout and a shorter block_size may change) and tokenizer of model `name`, to fine-tune it."
+    d = model_dir(name, home)
+    base, tok = GPTConfig.from_dict(read_json(d/CONFIG)['model']), load_tokenizer(d/TOKENIZER)
+    mcfg = model_config or base
+    if replace(mcfg, dropout=base.dropout, block_size=base.block_size) != base or mcfg.block_size > base.block_size:
+        raise ChadGPTError(f"fine-tuning keeps the shape of {name!r}: only dropout and a block_size up to {base.block_size} "
+                           f"may change (its config: {base})")
+    if tokenizer is not None and TokenizerSpec.parse(tokenizer) != spec_of(tok):
+        raise ChadGPTError(f"fine-tuning keeps the tokenizer of {name!r} ({spec_of(tok)})")
+    return mcfg, tok
+
 class TrainingRun:
     "A validated, ready-to-start training run: configs checked, tokens prepared; the model folder is untouched before `run`."
     def __init__(self, name:str, model_config:GPTConfig|None=None, train_config:TrainConfig|None=None, dataset=None,
-                 home=None, resume:bool=False, overwrite:bool=False, paths:bool=True, tokenizer=None, progress:bool=False):
+                 home=None, resume:bool=False, overwrite:bool=False, paths:bool=True, tokenizer=None, progress:bool=False,
+                 init_from=None):
         self.name, self.resume, self.out = name, resume, models_dir(home)/check_name(name)
+        self.init_from = None if init_from is None or resume else model_dir(init_from, home)/WEIGHTS
         if resume:
             saved = read_json(model_dir(name, home)/CONFIG)
             mcfg, tok = GPTConfig.from_dict(saved['model']), load_tokenizer(self.out/TOKENIZER)
@@ -257,10 +279,14 @@ class TrainingRun:
                 if not overwrite: raise ConflictError(f"model {name!r} already exists in {self.out.parent}; resume it or overwrite it")
             mcfg, tcfg, dataset = model_config or GPTConfig(), train_config or TrainConfig(), dataset or 'shakespeare'
             tok = TokenizerSpec.parse(tokenizer or 'char')
+            if self.init_from is not None: mcfg, tok = _fine_tune_base(init_from, home, model_config, tokenizer)
+        self.world = world()                 # a torchrun process group, or a world of one
         self.device = resolve_device(tcfg.device)
+        if self.device.type == 'cuda' and self.device.index is None and self.world.size > 1:
+            self.device = torch.device('cuda', self.world.local_rank)   # one GPU per process on each machine
         self.dtype = resolve_dtype(tcfg.dtype, self.device)
         self.data = prepare(dataset, tok, home, paths, progress)
-        multiple = mcfg.vocab_multiple if resume else 1 if spec_of(self.data.tokenizer).kind == 'char' else 64
+        multiple = mcfg.vocab_multiple if resume or self.init_from else 1 if spec_of(self.data.tokenizer).kind == 'char' else 64
         self.model_config = replace(mcfg, vocab_size=self.data.vocab_size, vocab_multiple=multiple)
         self.train_config = tcfg
         self.data.check_block_size(self.model_config.block_size)
@@ -283,11 +309,26 @@ def train_step(model, opt, x, y, device, dtype=torch.float32, grad_clip:float=1.
     opt.zero_grad(set_to_none=True)
     return loss
 
-def _train_step(model, opt, data, tcfg, step, gen, device, dtype=torch.float32):
+def _to(t, device):
+    return t if device.type == 'cpu' else t.pin_memory().to(device, non_blocking=True)
+
+def _train_step(net, opt, data, tcfg, step, gen, device, dtype, w:World, block_size:int):
+    "One optimizer step over this rank's share of the step's global batch, in `grad_accum` micro-steps; returns the mean loss."
     lr = get_lr(step, tcfg)
     for g in opt.param_groups: g['lr'] = lr
-    x, y = data.get_batch('train', tcfg.batch_size, model.config.block_size, gen, device)
-    return train_step(model, opt, x, y, device, dtype, tcfg.grad_clip), lr
+    B, K = tcfg.batch_size, tcfg.grad_accum
+    x, y = data.get_batch('train', B * K * w.size, block_size, gen)   # the same global batch on every rank
+    total = 0.0
+    for m in range(K):
+        rows = share(B, K, w, m)
+        with nullcontext() if w.size == 1 or m == K - 1 else net.no_sync():   # all-reduce once, after the last one
+            with autocast(device, dtype): _, loss = net(_to(x[rows], device), _to(y[rows], device))
+            (loss / K if K > 1 else loss).backward()                  # a sum of K means / K: the mean
+        total = total + loss.detach()
+    if tcfg.grad_clip: torch.nn.utils.clip_grad_norm_(net.parameters(), tcfg.grad_clip)
+    opt.step()
+    opt.zero_grad(set_to_none=True)
+    return total / K, lr
 
 def _append_metrics(out, record, step):
     "Append `record`, first dropping lines after `step` (left over from a run that crashed after them)."
@@ -300,68 +341,89 @@ def _diverged(step, tcfg):
                        f"{tcfg.learning_rate:g} (the last good checkpoint is kept)")
 
 # %% ../nbs/06_train.ipynb #316dab09
+def load_weights_into(model:GPT, path, device='cpu'):
+    "Load saved weights into `model`, cropping the position table to its `block_size` (fine-tuning on shorter windows)."
+    sd = load_file(path, device=str(device))
+    sd['position_embedding.weight'] = sd['position_embedding.weight'][:model.config.block_size]
+    missing, unexpected = model.load_state_dict(sd, strict=False)
+    tied = {'lm_head.weight', 'token_embedding.weight'} if model.config.tie_weights else set()
+    if unexpected or set(missing) - tied:
+        raise ChadGPTError(f"{path} does not fit the model: missing {sorted(set(missing) - tied)[:4]}, unexpected {unexpected[:4]}")
+
 @patch
 def run(self:TrainingRun, progress:bool=True, callback=None, stop=None, log_interval:int=10) -> Path:
-    "Train until `max_iters` (or `stop` is set), checkpointing as it goes; returns the model folder."
-    out, mcfg, tcfg, device = self.out, self.model_config, self.train_config, self.device
+    "Train until `max_iters` (or until `stop` is set, on any rank), checkpointing as it goes; returns the model folder."
+    out, tcfg, device, w = self.out, self.train_config, self.device, self.world
     torch.manual_seed(tcfg.seed)
-    model = GPT(mcfg).to(device)
-    opt = configure_optimizer(model, tcfg, device)
-    gen = torch.Generator().manual_seed(tcfg.seed)
+    self.model = model = GPT(self.model_config).to(device)
+    if self.init_from is not None: load_weights_into(model, self.init_from, device)   # before a rerun replaces the folder
+    self.opt, self.gen = configure_optimizer(model, tcfg, device), torch.Generator().manual_seed(tcfg.seed)
+    barrier(w)                               # every rank has checked its request before rank 0 changes the folder
+    if w.main: self._open_folder()
+    barrier(w)
+    start, prev = (_restore_checkpoint(out, model, self.opt, self.gen, device), read_json(out/STATE)) if self.resume else (0, {})
+    self.state = {'status': 'running', 'step': start, 'max_iters': tcfg.max_iters, 'train_loss': prev.get('train_loss'),
+                  'val_loss': prev.get('val_loss'), 'val_bpb': prev.get('val_bpb'), 'elapsed_s': prev.get('elapsed_s', 0.0),
+                  'device': str(device), 'dtype': str(self.dtype).removeprefix('torch.'), 'processes': w.size}
+    if w.main: atomic_write(out/STATE, json.dumps(self.state, indent=1))
+    self.net = torch.compile(model) if tcfg.compile else model       # what evaluates (and trains, in one process)
+    self.train_net = self.net if w.size == 1 else DistributedDataParallel(
+        self.net, device_ids=[device.index] if device.type == 'cuda' else None)
+    return self._loop(start, progress and w.main, callback, stop, log_interval)
+
+@patch
+def _open_folder(self:TrainingRun):
+    "Rank 0's part of starting: replace the folder of a fresh run, tidy a crashed one, write the config and tokenizer."
+    out = self.out
     if not self.resume and out.exists(): shutil.rmtree(out)   # a fresh run replaces the old model only now
     out.mkdir(parents=True, exist_ok=True)
-    for tmp in out.glob('.*.tmp'): tmp.unlink()   # left by a process killed mid-write
-    if self.resume: start, prev = _restore_checkpoint(out, model, opt, gen, device), read_json(out/STATE)
-    else:
-        start, prev = 0, {}
-        self.data.tokenizer.save(out/TOKENIZER)
-    atomic_write(out/CONFIG, json.dumps({'model': mcfg.to_dict(), 'train': tcfg.to_dict(), 'dataset': self.dataset,
-                                         'tokenizer': str(spec_of(self.data.tokenizer))}, indent=1))
-    state = {'status': 'running', 'step': start, 'max_iters': tcfg.max_iters, 'train_loss': prev.get('train_loss'),
-             'val_loss': prev.get('val_loss'), 'val_bpb': prev.get('val_bpb'), 'elapsed_s': prev.get('elapsed_s', 0.0), 'device': str(device),
-             'dtype': str(self.dtype).removeprefix('torch.')}
-    atomic_write(out/STATE, json.dumps(state, indent=1))
-    net = torch.compile(model) if tcfg.compile else model
-    return _run_loop(out, model, opt, self.data, tcfg, gen, device, state, start, self.resume, progress, callback, stop,
-                     log_interval, net, self.dtype)
+    for tmp in out.glob('.*.tmp'): tmp.unlink()                # left by a process killed mid-write
+    if self.resume: checkpoint_step(out, repair=True)          # finish a save a crash interrupted, before any rank reads
+    else: self.data.tokenizer.save(out/TOKENIZER)
+    atomic_write(out/CONFIG, json.dumps({'model': self.model_config.to_dict(), 'train': self.train_config.to_dict(),
+                                         'dataset': self.dataset, 'tokenizer': str(spec_of(self.data.tokenizer)),
+                                         **({'init_from': self.init_from.parent.name} if self.init_from else {})}, indent=1))
 
 def train(name:str, model_config:GPTConfig|None=None, train_config:TrainConfig|None=None, dataset=None, home=None,
           resume:bool=False, overwrite:bool=False, progress:bool=True, callback=None, stop=None, log_interval:int=10,
-          paths:bool=True, tokenizer=None) -> Path:
+          paths:bool=True, tokenizer=None, init_from=None) -> Path:
     "Train (or resume) model `name` on `dataset` with `tokenizer` (default `char`), saving it in `<home>/models/<name>`."
-    run = TrainingRun(name, model_config, train_config, dataset, home, resume, overwrite, paths, tokenizer, progress)
+    run = TrainingRun(name, model_config, train_config, dataset, home, resume, overwrite, paths, tokenizer, progress, init_from)
     return run.run(progress, callback, stop, log_interval)
 
 # %% ../nbs/06_train.ipynb #ba3e1cb5
-def _run_loop(out, model, opt, data, tcfg, gen, device, state, start, resume, progress, callback, stop, log_interval,
-              net=None, dtype=torch.float32):
-    net = net or model   # what runs forward (the compiled model with compile=True); `model` is what is saved
-    step, tokens_per_step, t_start = start, tcfg.batch_size * model.config.block_size, time.perf_counter()
-    elapsed0, t_log, s_log = state['elapsed_s'], t_start, start
+@patch
+def _loop(self:TrainingRun, start:int, progress:bool, callback, stop, log_interval:int) -> Path:
+    out, data, tcfg, device, w, state = self.out, self.data, self.train_config, self.device, self.world, self.state
+    step, t_start, elapsed0 = start, time.perf_counter(), state['elapsed_s']
+    tokens_per_step = tcfg.batch_size * tcfg.grad_accum * w.size * self.model_config.block_size
+    t_log, s_log = t_start, start
     tpb = getattr(data, 'tokens_per_byte', None)          # token files know it; an in-memory TextData does not
     bar = tqdm(total=tcfg.max_iters, initial=start, desc=out.name, disable=not progress, unit='step', mininterval=0.5)
     def save(status):
         state.update(status=status, step=step, elapsed_s=round(elapsed0 + time.perf_counter() - t_start, 3))
-        _save_checkpoint(out, model, opt, gen, state)
+        if w.main: _save_checkpoint(out, self.model, self.opt, self.gen, state)
     try:
         while True:
-            if (step % tcfg.eval_interval == 0 or step == tcfg.max_iters) and not (resume and step == start):
-                losses = estimate_loss(net, data, tcfg.batch_size, tcfg.eval_iters, tcfg.seed, device, stop, dtype)
+            if (step % tcfg.eval_interval == 0 or step == tcfg.max_iters) and not (self.resume and step == start):
+                losses = estimate_loss(self.net, data, tcfg.batch_size, tcfg.eval_iters, tcfg.seed, device,
+                                       stop if w.size == 1 else None, self.dtype)   # ranks must not part mid-way
                 if losses is None:
                     save('cancelled'); break
                 if not all(map(math.isfinite, losses.values())): _diverged(step, tcfg)
                 record = {'step': step, 'train_loss': round(losses['train'], 5), 'val_loss': round(losses['val'], 5),
                           'val_bpb': round(bits_per_byte(losses['val'], tpb), 5) if tpb else None,
                           'lr': get_lr(step, tcfg), 'elapsed_s': round(elapsed0 + time.perf_counter() - t_start, 3)}
-                _append_metrics(out, record, step)
+                if w.main: _append_metrics(out, record, step)
                 state.update(train_loss=record['train_loss'], val_loss=record['val_loss'], val_bpb=record['val_bpb'])
                 save('done' if step >= tcfg.max_iters else 'running')
                 bar.set_postfix(train=f"{losses['train']:.4f}", val=f"{losses['val']:.4f}", bpb=f"{record['val_bpb'] or 0:.3f}")
                 if callback: callback({'event': 'eval', 'max_iters': tcfg.max_iters, **record})
             if step >= tcfg.max_iters: break
-            if stop is not None and stop.is_set():
+            if any_rank(stop is not None and stop.is_set(), w, device):   # every rank stops at the same step
                 save('cancelled'); break
-            loss, lr = _train_step(net, opt, data, tcfg, step, gen, device, dtype)
+            loss, lr = _train_step(self.train_net, self.opt, data, tcfg, step, self.gen, device, self.dtype, w,
+                                   self.model_config.block_size)
             step += 1
             bar.update()
             if step % log_interval == 0 or step == tcfg.max_iters:
@@ -373,9 +435,10 @@ def _run_loop(out, model, opt, data, tcfg, gen, device, state, start, resume, pr
                 if callback: callback({'event': 'step', 'step': step, 'max_iters': tcfg.max_iters, 'loss': loss_value,
                                        'lr': lr, 'tokens_per_s': tps, 'eta_s': eta})
     except BaseException as e:
-        st = {**read_json(out/STATE), 'status': 'interrupted' if isinstance(e, KeyboardInterrupt) else 'failed',
-              'error': f"{type(e).__name__}: {e}"}
-        atomic_write(out/STATE, json.dumps(st, indent=1))   # weights stay at the last checkpoint
+        if w.main:
+            st = {**read_json(out/STATE), 'status': 'interrupted' if isinstance(e, KeyboardInterrupt) else 'failed',
+                  'error': f"{type(e).__name__}: {e}"}
+            atomic_write(out/STATE, json.dumps(st, indent=1))   # weights stay at the last checkpoint
         raise
     finally: bar.close()
     return out

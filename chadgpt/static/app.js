@@ -269,9 +269,10 @@ $('generate-button').addEventListener('click', async () => {
     const r = await fetch(`lm/${enc(name)}/eval?${q}`, { headers: keyHeaders(), signal: ctrl.signal });
     if (!r.ok) throw await failure(r);
     $('gen-output').textContent = $('gen-prompt').value;
+    let chars = 0;   // characters, not tokens: a word or BPE token holds several
     for await (const [event, data] of sseEvents(r)) {
-      if (event === 'message') $('gen-output').textContent += data.text;
-      else if (event === 'done') return finish(`${data.tokens} characters`);
+      if (event === 'message') { $('gen-output').textContent += data.text; chars += [...data.text].length; }
+      else if (event === 'done') return finish(`${chars} characters`);
       else if (event === 'error') return finish(data.detail, true);
     }
     finish('the connection was lost', true);
