@@ -39,6 +39,7 @@ class Store:
         self.max_job_bytes, self.max_jobs = max_job_bytes, max_jobs    # memory of jobs running together; jobs queued
         self.max_loaded, self.reserve_bytes = max_loaded, reserve_bytes  # models kept in memory; disk kept free
         self.max_token_sets = max_token_sets                             # tokenizations kept per dataset
+        self._tokenizing = threading.BoundedSemaphore(workers)           # requests preparing tokens at once
         self.jobs: dict[str, Job] = {}
         self._lock = threading.RLock()
         self.workers, self._pool = workers, None    # the worker threads start with the first job
@@ -191,9 +192,13 @@ def train(self:Store, name:str, model_config:GPTConfig|None=None, train_config:T
     check_name(name)
     with self._lock: self._check_room(name)                  # before any tokenizing
     self._check_token_room(dataset)
-    # tokenizing (the first time) can take seconds: outside the lock, so generation and other requests go on
-    run = TrainingRun(name, model_config, train_config, dataset, self.home, resume=resume, overwrite=True, paths=False,
-                      tokenizer=tokenizer)
+    # tokenizing (the first time) can take seconds: outside the lock, so generation and other requests go on, and
+    # no more requests at a time than there are workers, so a burst of them cannot take every core
+    if not self._tokenizing.acquire(timeout=5):
+        raise BusyError("other requests are tokenizing datasets; try again in a moment", retry_after=10)
+    try: run = TrainingRun(name, model_config, train_config, dataset, self.home, resume=resume, overwrite=True,
+                           paths=False, tokenizer=tokenizer)
+    finally: self._tokenizing.release()
     self._prune_tokens(run.dataset, keep=run.data.folder)
     with self._lock:
         active = self._check_room(name)                      # again: another request may have got in meanwhile
