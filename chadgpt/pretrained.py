@@ -59,18 +59,28 @@ def state_dict_from_hf(tensors:dict, config:GPTConfig) -> dict:
     return sd
 
 # %% ../nbs/15_pretrained.ipynb #3c3e0e7c
+def _read_tensors(folder:Path) -> dict:
+    "Every tensor of `model.safetensors`, or of the shards a `model.safetensors.index.json` lists."
+    index = folder/'model.safetensors.index.json'
+    files = sorted(set(json.loads(index.read_text())['weight_map'].values())) if index.is_file() else ['model.safetensors']
+    tensors = {}
+    for name in files:
+        with safe_open(folder/Path(name).name, 'pt') as f: tensors.update({k: f.get_tensor(k) for k in f.keys()})
+    return tensors
+
 def _hf_files(src) -> Path:
     "A local folder holding `config.json` and `model.safetensors` for `src` (a folder, or a hub name to download)."
     p = Path(src).expanduser()
     if p.is_dir():
-        missing = [f for f in ('config.json', 'model.safetensors') if not (p/f).is_file()]
+        missing = [f for f in ('config.json', 'model.safetensors') if not (p/f).is_file()
+                   and not (f == 'model.safetensors' and (p/'model.safetensors.index.json').is_file())]
         if missing: raise ChadGPTError(f"{p} has no {' or '.join(missing)} (only safetensors weights are read, never pickle)")
         return p
     if str(src) not in HUB_MODELS:
         raise ChadGPTError(f"{src!r} is neither a folder nor one of {', '.join(HUB_MODELS)}")
     try:
         from huggingface_hub import snapshot_download
-        return Path(snapshot_download(str(src), allow_patterns=['config.json', 'model.safetensors']))
+        return Path(snapshot_download(str(src), allow_patterns=['config.json', 'model*.safetensors*']))
     except Exception as e:
         raise ChadGPTError(f"could not download {src} from the Hugging Face hub ({type(e).__name__}); offline, pass a "
                            "folder with its config.json and model.safetensors") from None
@@ -81,7 +91,7 @@ def from_pretrained(cls:GPT, src) -> GPT:
     "A GPT-2 (`'gpt2'`, `'gpt2-medium'`, `'gpt2-large'`, `'gpt2-xl'`, or a Hugging Face folder) as a chadgpt `GPT`, in eval mode."
     folder = _hf_files(src)
     config = config_from_hf(json.loads((folder/'config.json').read_text()))
-    with safe_open(folder/'model.safetensors', 'pt') as f: tensors = {k: f.get_tensor(k) for k in f.keys()}
+    tensors = _read_tensors(folder)
     with torch.device('meta'): model = cls(config)                     # no time spent on a random init
     sd = state_dict_from_hf(tensors, config)
     missing = sorted(set(model.state_dict()) - set(sd) - ({'lm_head.weight'} if config.tie_weights else set()))

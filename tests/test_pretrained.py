@@ -81,3 +81,16 @@ def test_bad_sources_are_one_line(home, tmp_path):
     assert chadgpt('import', tmp_path/'hf', '--name', 'small', home=home).returncode == 0
     r = chadgpt('sample', 'small', '--prompt', 'ROMEO', '--tokens', 3, home=home)   # GPT-2 ids beyond its 101 tokens
     assert r.returncode == 2 and "outside this model's 101 tokens" in r.stderr, r.stderr
+
+def test_untied_and_sharded_models_import(home, tmp_path):
+    from chadgpt.train import load_model
+    hf = hf_gpt2(tmp_path/'untied', vocab=97, tie_word_embeddings=False)         # its own output matrix
+    hf.save_pretrained(tmp_path/'sharded', max_shard_size='20KB')                # many shards and an index
+    assert (tmp_path/'sharded'/'model.safetensors.index.json').is_file()
+    idx = torch.randint(97, (1, 40))
+    with torch.no_grad(): want = hf(idx).logits
+    for i, src in enumerate(('untied', 'sharded')):
+        assert chadgpt('import', tmp_path/src, '--name', f'u{i}', home=home).returncode == 0
+        model, _ = load_model(f'u{i}', home)
+        assert not model.config.tie_weights
+        with torch.no_grad(): assert (model(idx)[0][..., :97] - want).abs().max() < 1e-5
