@@ -4,8 +4,10 @@
 
 # %% ../nbs/14_tokens.ipynb #a1721f3c
 from __future__ import annotations
-import codecs, fcntl, hashlib, json, math, os, re, shutil, time, uuid
+import codecs, hashlib, json, math, os, re, shutil, time, uuid
 from pathlib import Path
+try: import fcntl                       # POSIX file locks; Windows has none, and prepares without one
+except ImportError: fcntl = None
 from typing import Iterator
 import numpy as np
 import torch
@@ -172,7 +174,7 @@ def prepare(dataset='shakespeare', tokenizer='char', home=None, paths:bool=True,
     folder, what = root/f'{name}.{spec.slug}', f"dataset {str(dataset)!r}"
     root.mkdir(parents=True, exist_ok=True)
     with open(root/f'.{folder.name}.lock', 'w') as lock:
-        fcntl.flock(lock, fcntl.LOCK_EX)                   # one preparer per folder; others wait, then reuse
+        if fcntl: fcntl.flock(lock, fcntl.LOCK_EX)         # one preparer per folder; others wait, then reuse
         for junk in root.glob(f'.{folder.name}.*-*'): shutil.rmtree(junk, ignore_errors=True)   # left by a crash
         if not _fresh(folder, path, tok): _build(path, spec, tok, folder, what, progress, str(dataset))
     return TokenData(folder, name=str(dataset))
