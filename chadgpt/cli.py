@@ -10,7 +10,7 @@ from pathlib import Path
 from . import __version__
 from .core import ChadGPTError, atomic_write
 from .model import GPTConfig
-from .train import TrainConfig, checkpoint_step, train, load_model, model_dir, models_dir, read_json, resolve_device, saved_configs
+from .train import TrainConfig, checkpoint_step, train, load_model, models_dir, read_json, resolve_device, saved_configs
 from .distributed import process_group, restart_count
 from .sample import stream_text
 from .tokenizers import TokenizerSpec
@@ -122,9 +122,7 @@ def _configs(args):
     "The model and training configs the flags ask for: defaults, the saved run's when resuming, the base model's shape when fine-tuning."
     given = lambda names: {n: getattr(args, n) for n in names if getattr(args, n) is not None}
     if args.resume: return saved_configs(args.name, args.home, given(MODEL_FLAGS), given(TRAIN_FLAGS))
-    if args.init_from:
-        base = read_json(model_dir(args.init_from, args.home)/'config.json')['model']
-        return GPTConfig.from_dict({**base, **given(MODEL_FLAGS)}), TrainConfig(**given(TRAIN_FLAGS))
+    if args.init_from: return saved_configs(args.init_from, args.home, given(MODEL_FLAGS))[0], TrainConfig(**given(TRAIN_FLAGS))
     return GPTConfig(**given(MODEL_FLAGS)), TrainConfig(**given(TRAIN_FLAGS))
 
 # %% ../nbs/08_cli.ipynb #ab191a1d
