@@ -27,7 +27,7 @@ from starlette.exceptions import HTTPException
 from .core import ChadGPTError, NotFoundError, ConflictError, BusyError, check_name
 from .model import GPTConfig
 from .tokenizers import BPE_DEFAULT, BPE_SIZES
-from .train import TrainConfig, saved_configs
+from .train import ARCHS, DEFAULT_ARCH, TrainConfig, arch_configs, saved_configs
 from .sample import stream_text
 from .store import Store, TooLargeError, DiskFullError
 
@@ -38,26 +38,38 @@ __all__ = ['MODEL_KEYS', 'TRAIN_KEYS', 'SAFE_METHODS', 'OPEN_PATHS', 'LOOPBACK_H
            'Int', 'allowed_hosts_for', 'serve']
 
 # %% ../nbs/10_api.ipynb #5c4072de
+_M, _T = arch_configs()          # the default preset: what the schema shows as examples
+
 class Hyperparameters(BaseModel):
     "Model and training settings; omitted ones take chadgpt's defaults."
     model_config = ConfigDict(extra='forbid', strict=True)
+    arch: Literal[tuple(ARCHS)] | None = Field(None, examples=[DEFAULT_ARCH], description=f"preset: {DEFAULT_ARCH} (default) "
+                                             "or lecture (Let's build GPT's model with AdamW); the settings below override it")
     vocab_size: int | None = Field(None, ge=1, le=1_000_000, description="the bpe tokenizer's target size (256-65,536, "
                                    "default 4,096); the other tokenizers take theirs from the data (ignored)")
-    block_size: int | None = Field(None, examples=[GPTConfig.block_size], ge=1, le=2048)
-    n_head: int | None = Field(None, examples=[GPTConfig.n_head], ge=1, le=64, validation_alias=AliasChoices('n_head', 'n_heads'))
-    n_embed: int | None = Field(None, examples=[GPTConfig.n_embed], ge=1, le=2048)
-    n_layer: int | None = Field(None, examples=[GPTConfig.n_layer], ge=1, le=48)
-    dropout: float | None = Field(None, examples=[GPTConfig.dropout], ge=0, lt=1)
-    attention: Literal['fused', 'heads'] | None = Field(None, examples=[GPTConfig.attention])
-    batch_size: int | None = Field(None, examples=[TrainConfig.batch_size], ge=1, le=1024)
-    max_iters: int | None = Field(None, examples=[TrainConfig.max_iters], ge=1, le=1_000_000)
-    learning_rate: float | None = Field(None, examples=[TrainConfig.learning_rate], gt=0, le=1)
-    eval_interval: int | None = Field(None, examples=[TrainConfig.eval_interval], ge=1, le=1_000_000)
-    eval_iters: int | None = Field(None, examples=[TrainConfig.eval_iters], ge=1, le=1000)
-    weight_decay: float | None = Field(None, examples=[TrainConfig.weight_decay], ge=0, le=10)
-    warmup_iters: int | None = Field(None, examples=[TrainConfig.warmup_iters], ge=0, le=1_000_000)
-    grad_clip: float | None = Field(None, examples=[TrainConfig.grad_clip], ge=0, le=1000)
-    seed: int | None = Field(None, examples=[TrainConfig.seed], ge=0, le=2**32 - 1)
+    block_size: int | None = Field(None, examples=[_M.block_size], ge=1, le=2048)
+    n_head: int | None = Field(None, examples=[_M.n_head], ge=1, le=64, validation_alias=AliasChoices('n_head', 'n_heads'))
+    n_embed: int | None = Field(None, examples=[_M.n_embed], ge=1, le=2048)
+    n_layer: int | None = Field(None, examples=[_M.n_layer], ge=1, le=48)
+    dropout: float | None = Field(None, examples=[_M.dropout], ge=0, lt=1)
+    attention: Literal['fused', 'heads'] | None = Field(None, examples=[_M.attention])
+    rotary: bool | None = Field(None, description="rotary positions and sliding-window attention (modern: on)")
+    norm: Literal['layer', 'rms'] | None = Field(None, description="LayerNorm or RMSNorm (modern: rms)")
+    qk_norm: bool | None = Field(None, description="normalised queries and keys (modern: on)")
+    activation: Literal['gelu', 'relu2'] | None = Field(None, description="MLP non-linearity (modern: relu2)")
+    zero_init: bool | None = Field(None, description="output projections start at zero (modern: on)")
+    tie_weights: bool | None = Field(None, description="output layer shares the token embedding (modern: off)")
+    softcap: float | None = Field(None, ge=0, le=1000, description="logit soft-cap, 0 = off (modern: 15)")
+    optimizer: Literal['adamw', 'muon'] | None = Field(None, description="modern: muon")
+    batch_size: int | None = Field(None, examples=[_T.batch_size], ge=1, le=1024)
+    max_iters: int | None = Field(None, examples=[_T.max_iters], ge=1, le=1_000_000)
+    learning_rate: float | None = Field(None, examples=[_T.learning_rate], gt=0, le=1)
+    eval_interval: int | None = Field(None, examples=[_T.eval_interval], ge=1, le=1_000_000)
+    eval_iters: int | None = Field(None, examples=[_T.eval_iters], ge=1, le=1000)
+    weight_decay: float | None = Field(None, examples=[_T.weight_decay], ge=0, le=10)
+    warmup_iters: int | None = Field(None, examples=[_T.warmup_iters], ge=0, le=1_000_000)
+    grad_clip: float | None = Field(None, examples=[_T.grad_clip], ge=0, le=1000)
+    seed: int | None = Field(None, examples=[_T.seed], ge=0, le=2**32 - 1)
 
     @model_validator(mode='after')
     def _heads_divide_embed(self):
@@ -96,16 +108,19 @@ class TrainRequest(BaseModel):
         return self.tokenizer
 
 # %% ../nbs/10_api.ipynb #3d5ac516
-MODEL_KEYS = ('block_size', 'n_head', 'n_embed', 'n_layer', 'dropout', 'attention')
+MODEL_KEYS = ('block_size', 'n_head', 'n_embed', 'n_layer', 'dropout', 'attention', 'rotary', 'norm', 'qk_norm',
+              'activation', 'zero_init', 'tie_weights', 'softcap')
 TRAIN_KEYS = ('batch_size', 'max_iters', 'learning_rate', 'eval_interval', 'eval_iters', 'weight_decay', 'warmup_iters',
-              'grad_clip', 'seed')
+              'grad_clip', 'seed', 'optimizer')
 
 def request_configs(req:TrainRequest, name:str|None=None, home=None) -> tuple[GPTConfig, TrainConfig]:
     "The configs a request asks for: given settings over the defaults, or over the saved ones when resuming."
     h = req.hyperparameters.model_dump()
     m, t = {k: h[k] for k in MODEL_KEYS if h[k] is not None}, {k: h[k] for k in TRAIN_KEYS if h[k] is not None}
-    if req.resume: return saved_configs(name, home, m, {**t, 'device': req.device, 'dtype': req.dtype})
-    return GPTConfig(**m), TrainConfig(**t, device=req.device, dtype=req.dtype)
+    if req.resume:
+        if h['arch']: raise ChadGPTError("hyperparameters.arch is for new models; a resumed model keeps its own")
+        return saved_configs(name, home, m, {**t, 'device': req.device, 'dtype': req.dtype})
+    return arch_configs(h['arch'], m, {**t, 'device': req.device, 'dtype': req.dtype})
 
 # %% ../nbs/10_api.ipynb #e8b6d145
 class UnauthorizedError(ChadGPTError):

@@ -11,8 +11,8 @@ import torch.nn as nn
 from torch.nn import functional as F
 
 # %% auto #0
-__all__ = ['Head', 'MultiHeadAttention', 'dropout_mask', 'dropout', 'Dropout', 'causal_attention', 'CausalSelfAttention',
-           'KVCache']
+__all__ = ['Head', 'MultiHeadAttention', 'dropout_mask', 'dropout', 'Dropout', 'causal_attention', 'attention_mask',
+           'CausalSelfAttention', 'KVCache', 'Rotary', 'apply_rotary']
 
 # %% ../nbs/04_attention.ipynb #041f8b09
 class Head(nn.Module):
@@ -25,16 +25,22 @@ class Head(nn.Module):
         self.register_buffer('tril', torch.tril(torch.ones(block_size, block_size)))
         self.dropout = nn.Dropout(dropout)
 
-    def attention_weights(self, x):
-        "The `(B, T, T)` attention weights of input `x` `(B, T, n_embed)`."
+    def attention_weights(self, x, keys=None, start:int=0):
+        "The `(B, T, start+T)` weights of `x`'s `T` positions (the first at `start`) over `keys` (default: `x`'s own)."
         T = x.shape[1]
-        k, q = self.key(x), self.query(x)                            # (B, T, hs)
-        wei = q @ k.transpose(-2, -1) * k.shape[-1]**-0.5            # (B, T, T)
-        wei = wei.masked_fill(self.tril[:T, :T] == 0, float('-inf'))
+        k = self.key(x) if keys is None else keys                         # (B, start+T, hs)
+        wei = self.query(x) @ k.transpose(-2, -1) * k.shape[-1]**-0.5     # (B, T, start+T)
+        wei = wei.masked_fill(self.tril[start:start + T, :start + T] == 0, float('-inf'))
         return F.softmax(wei, dim=-1)
 
-    def forward(self, x):
-        return self.dropout(self.attention_weights(x)) @ self.value(x)  # (B, T, hs)
+    def forward(self, x, cache=None):
+        "`(B, T, hs)` outputs. With a `cache` (see *Caching keys and values*), `x` holds only the new positions."
+        if cache is None: return self.dropout(self.attention_weights(x)) @ self.value(x)
+        start = len(cache)
+        k, v, _ = cache.update(self.key(x), self.value(x))
+        return self.dropout(self.attention_weights(x, k, start)) @ v
+
+    def new_cache(self, max_len:int): return KVCache(max_len)
 
 # %% ../nbs/04_attention.ipynb #014b0fdf
 class MultiHeadAttention(nn.Module):
@@ -50,8 +56,11 @@ class MultiHeadAttention(nn.Module):
         "The `(B, n_head, T, T)` attention weights of every head."
         return torch.stack([h.attention_weights(x) for h in self.heads], dim=1)
 
-    def forward(self, x):
-        return self.dropout(self.proj(torch.cat([h(x) for h in self.heads], dim=-1)))  # (B, T, n_embed)
+    def forward(self, x, cache=None):
+        caches = cache if cache is not None else [None] * len(self.heads)       # one cache per head
+        return self.dropout(self.proj(torch.cat([h(x, c) for h, c in zip(self.heads, caches)], dim=-1)))  # (B, T, n_embed)
+
+    def new_cache(self, max_len:int): return [h.new_cache(max_len) for h in self.heads]
 
 # %% ../nbs/04_attention.ipynb #ce8c978c
 def dropout_mask(shape, p:float, dtype=torch.float32) -> torch.Tensor:
@@ -83,45 +92,67 @@ def causal_attention(q, k, v, dropout_p:float=0.0) -> torch.Tensor:
     att = torch.baddbmm(bias, q, k.transpose(1, 2), alpha=hs**-0.5).softmax(dim=-1)
     return torch.bmm(dropout(att, dropout_p), v).view(B, H, T, hs)
 
+# %% ../nbs/04_attention.ipynb #93bd73e4
+def attention_mask(start:int, T:int, k_start:int, Tk:int, window:int|None=None, device=None) -> torch.Tensor|None:
+    "`(T, Tk)` mask: may the query at position `start+i` see the key at `k_start+j`? (`None` if it may see them all.)"
+    if T == 1 and k_start + Tk - 1 <= start and (window is None or k_start > start - window): return None
+    q = torch.arange(start, start + T, device=device)[:, None]
+    k = torch.arange(k_start, k_start + Tk, device=device)[None]
+    return (k <= q) & (k > q - window) if window else k <= q
+
 # %% ../nbs/04_attention.ipynb #2e54b001
 class CausalSelfAttention(nn.Module):
-    "Multi-head causal self-attention with one QKV projection and fused attention kernels."
-    def __init__(self, n_embed:int, n_head:int, block_size:int|None=None, dropout:float=0.0, bias:bool=False):
+    """Multi-head causal self-attention with one QKV projection and fused attention kernels; optionally with
+    normalised queries and keys (`qk_norm`) and a sliding `window` (rotary models: each query sees the last `window` positions)."""
+    def __init__(self, n_embed:int, n_head:int, block_size:int|None=None, dropout:float=0.0, bias:bool=False,
+                 qk_norm:bool=False, window:int|None=None):
         super().__init__()
         if n_embed % n_head: raise ValueError(f"n_embed ({n_embed}) must be divisible by n_head ({n_head})")
-        self.n_head, self.n_embed, self.dropout_p = n_head, n_embed, dropout
+        self.n_head, self.n_embed, self.dropout_p, self.window = n_head, n_embed, dropout, window
         self.c_attn = nn.Linear(n_embed, 3 * n_embed, bias=bias)    # queries, keys, values of all heads (GPT-2: biased)
         self.c_proj = nn.Linear(n_embed, n_embed)
         self.resid_dropout = Dropout(dropout)
+        self.q_norm, self.k_norm = (nn.RMSNorm(n_embed // n_head), nn.RMSNorm(n_embed // n_head)) if qk_norm else (None, None)
 
-    def _qkv(self, x):
+    def _qkv(self, x, rope=None):
         B, T, C = x.shape
         q, k, v = self.c_attn(x).split(self.n_embed, dim=2)
-        return [t.view(B, T, self.n_head, C // self.n_head).transpose(1, 2) for t in (q, k, v)]  # (B, nh, T, hs)
+        q, k, v = [t.view(B, T, self.n_head, C // self.n_head).transpose(1, 2) for t in (q, k, v)]  # (B, nh, T, hs)
+        if self.q_norm is not None: q, k = self.q_norm(q).to(v.dtype), self.k_norm(k).to(v.dtype)
+        if rope is not None: q, k = apply_rotary(q, *rope), apply_rotary(k, *rope)
+        return q, k, v
 
-    def _attend(self, q, k, v):
+    def _attend(self, q, k, v, start:int, k_start:int|None):
+        "Queries at positions `start…` over keys at `k_start…` (`None`: one query over a full window)."
         p = self.dropout_p if self.training else 0.0
-        if q.device.type == 'cpu' and (q.dtype == torch.bfloat16 or p > 0): return causal_attention(q, k, v, p)
-        return F.scaled_dot_product_attention(q, k, v, is_causal=True, dropout_p=p)
+        if k_start == start and q.shape[-2] == k.shape[-2] and (self.window is None or k.shape[-2] <= self.window):
+            if q.device.type == 'cpu' and (q.dtype == torch.bfloat16 or p > 0): return causal_attention(q, k, v, p)
+            return F.scaled_dot_product_attention(q, k, v, is_causal=True, dropout_p=p)   # the plain causal case
+        mask = None if k_start is None else attention_mask(start, q.shape[-2], k_start, k.shape[-2], self.window, q.device)
+        return F.scaled_dot_product_attention(q, k, v, attn_mask=mask, dropout_p=p)
 
-    def forward(self, x):
+    def forward(self, x, cache=None, rope=None):
+        """`(B, T, n_embed)` outputs. With a `cache` (see *Caching keys and values*), `x` holds only the new positions;
+        `rope` is the rotation of their positions (see *Positions by rotation*)."""
         B, T, C = x.shape
-        y = self._attend(*self._qkv(x))                                  # (B, nh, T, hs)
+        start = 0 if cache is None else len(cache)
+        q, k, v = self._qkv(x, rope)                                    # (B, nh, T, hs)
+        k, v, k_start = (k, v, start) if cache is None else cache.update(k, v)
+        y = self._attend(q, k, v, start, k_start)
         return self.resid_dropout(self.c_proj(y.transpose(1, 2).contiguous().view(B, T, C)))
 
-# %% ../nbs/04_attention.ipynb #e1e40054
-from fastcore.basics import patch
+    def attention_weights(self, x, rope=None):
+        "The `(B, n_head, T, T)` attention weights (computed explicitly, for inspection)."
+        q, k, _ = self._qkv(x, rope)
+        T = x.shape[1]
+        wei = q @ k.transpose(-2, -1) / math.sqrt(k.shape[-1])
+        return F.softmax(wei.masked_fill(~attention_mask(0, T, 0, T, self.window, x.device), float('-inf')), dim=-1)
 
-@patch
-def attention_weights(self:CausalSelfAttention, x):
-    "The `(B, n_head, T, T)` attention weights (computed explicitly, for inspection)."
-    q, k, _ = self._qkv(x)
-    T = x.shape[1]
-    wei = q @ k.transpose(-2, -1) / math.sqrt(k.shape[-1])
-    wei = wei.masked_fill(torch.ones(T, T, dtype=torch.bool, device=x.device).tril().logical_not(), float('-inf'))
-    return F.softmax(wei, dim=-1)
+    def new_cache(self, max_len:int): return KVCache(max_len, rolling=self.window is not None)
 
 # %% ../nbs/04_attention.ipynb #84f3b20a
+from fastcore.basics import patch
+
 @patch
 @torch.no_grad()
 def copy_from(self:CausalSelfAttention, mha:MultiHeadAttention):
@@ -135,55 +166,49 @@ def copy_from(self:CausalSelfAttention, mha:MultiHeadAttention):
 
 # %% ../nbs/04_attention.ipynb #160c7ddb
 class KVCache:
-    "Keys and values of the positions seen so far, for one attention module (time is dimension -2)."
-    def __init__(self, max_len:int): self.max_len, self.k, self.v, self.length = max_len, None, None, 0
-    def __len__(self): return self.length
+    """Keys and values of the positions seen so far, for one attention module (time is dimension -2). A `rolling`
+    cache keeps only the last `max_len` positions, overwriting the oldest; a plain one refuses to overflow."""
+    def __init__(self, max_len:int, rolling:bool=False):
+        self.max_len, self.rolling, self.k, self.v, self.length = max_len, rolling, None, None, 0
+    def __len__(self): return self.length     # positions seen (a rolling cache holds at most max_len of them)
 
     def update(self, k:torch.Tensor, v:torch.Tensor):
-        "Append the new positions' keys and values `(..., T, hs)`; returns all of them so far."
-        start, T = self.length, k.shape[-2]
-        if start + T > self.max_len: raise ValueError(f"KV cache holds {self.max_len} positions; {start + T} needed")
+        """Add the new positions' keys and values `(..., T, hs)`. Returns the keys and values to attend to and the
+        position of the first of them (`None` when a single new position sees the whole buffer, in slot order)."""
+        start, T, n = self.length, k.shape[-2], self.max_len
+        if start + T > n and not self.rolling: raise ValueError(f"KV cache holds {n} positions; {start + T} needed")
         if self.k is None:
-            self.k = k.new_empty(*k.shape[:-2], self.max_len, k.shape[-1])
-            self.v = v.new_empty(*v.shape[:-2], self.max_len, v.shape[-1])
-        self.k[..., start:start + T, :], self.v[..., start:start + T, :] = k, v
+            self.k = k.new_empty(*k.shape[:-2], n, k.shape[-1])
+            self.v = v.new_empty(*v.shape[:-2], n, v.shape[-1])
         self.length = start + T
-        return self.k[..., :self.length, :], self.v[..., :self.length, :]
+        if start + T <= n:                                   # not full yet: position p sits in slot p
+            self.k[..., start:start + T, :], self.v[..., start:start + T, :] = k, v
+            return self.k[..., :start + T, :], self.v[..., :start + T, :], 0
+        if T == 1:                                           # the usual step: overwrite the oldest position's slot
+            self.k[..., start % n, :], self.v[..., start % n, :] = k[..., 0, :], v[..., 0, :]
+            return self.k, self.v, None
+        kept = min(start, n)                                 # several at once: the cached window, oldest first,
+        old = torch.arange(start - kept, start, device=k.device) % n          # then the new positions
+        keys, values = torch.cat((self.k[..., old, :], k), -2), torch.cat((self.v[..., old, :], v), -2)
+        new = torch.arange(start + T - min(T, n), start + T, device=k.device) % n
+        self.k[..., new, :], self.v[..., new, :] = k[..., -min(T, n):, :], v[..., -min(T, n):, :]
+        return keys, values, start - kept
 
-# %% ../nbs/04_attention.ipynb #76dabac4
-@patch
-def new_cache(self:Head, max_len:int) -> KVCache: return KVCache(max_len)
+# %% ../nbs/04_attention.ipynb #782e268e
+class Rotary(nn.Module):
+    "The rotation angles of rotary position embeddings for heads of size `head_size`."
+    def __init__(self, head_size:int, base:float=10000.0):
+        super().__init__()
+        if head_size % 2: raise ValueError(f"rotary embeddings need an even head size, got {head_size}")
+        self.register_buffer('inv_freq', base ** -(torch.arange(0, head_size, 2).float() / head_size), persistent=False)
 
-@patch
-def forward(self:Head, x, cache:KVCache|None=None):
-    "`(B, T, hs)` outputs; with a `cache`, `x` holds only the new positions and also attends to the cached ones."
-    if cache is None: return self.dropout(self.attention_weights(x)) @ self.value(x)
-    T, start = x.shape[1], len(cache)
-    k, v = cache.update(self.key(x), self.value(x))                   # (B, start+T, hs)
-    wei = self.query(x) @ k.transpose(-2, -1) * k.shape[-1]**-0.5     # (B, T, start+T)
-    wei = wei.masked_fill(self.tril[start:start + T, :start + T] == 0, float('-inf'))
-    return self.dropout(F.softmax(wei, dim=-1)) @ v
+    def forward(self, start:int, T:int):
+        "`(cos, sin)`, each `(T, head_size/2)`, for positions `start … start+T-1`."
+        angles = torch.arange(start, start + T, device=self.inv_freq.device).float()[:, None] * self.inv_freq
+        return angles.cos(), angles.sin()
 
-@patch
-def new_cache(self:MultiHeadAttention, max_len:int) -> list[KVCache]: return [h.new_cache(max_len) for h in self.heads]
-
-@patch
-def forward(self:MultiHeadAttention, x, cache:list[KVCache]|None=None):
-    caches = cache if cache is not None else [None] * len(self.heads)
-    return self.dropout(self.proj(torch.cat([h(x, c) for h, c in zip(self.heads, caches)], dim=-1)))  # (B, T, n_embed)
-
-# %% ../nbs/04_attention.ipynb #5c011a95
-@patch
-def new_cache(self:CausalSelfAttention, max_len:int) -> KVCache: return KVCache(max_len)
-
-@patch
-def forward(self:CausalSelfAttention, x, cache:KVCache|None=None):
-    B, T, C = x.shape
-    q, k, v = self._qkv(x)                                             # (B, nh, T, hs)
-    start = 0 if cache is None else len(cache)
-    if cache is not None: k, v = cache.update(k, v)                    # (B, nh, start+T, hs)
-    if start == 0: y = self._attend(q, k, v)
-    else:
-        mask = None if T == 1 else torch.ones(T, start + T, dtype=torch.bool, device=x.device).tril(start)
-        y = F.scaled_dot_product_attention(q, k, v, attn_mask=mask, dropout_p=self.dropout_p if self.training else 0.0)
-    return self.resid_dropout(self.c_proj(y.transpose(1, 2).contiguous().view(B, T, C)))
+def apply_rotary(x:torch.Tensor, cos:torch.Tensor, sin:torch.Tensor) -> torch.Tensor:
+    "Rotate the pairs `(x[..., i], x[..., i + hs/2])` of `x` `(..., T, hs)` by the angles of `cos`, `sin` `(T, hs/2)`."
+    x1, x2 = x.chunk(2, dim=-1)
+    cos, sin = cos.to(x.dtype), sin.to(x.dtype)
+    return torch.cat((x1 * cos - x2 * sin, x1 * sin + x2 * cos), dim=-1)

@@ -10,7 +10,7 @@ from pathlib import Path
 from . import __version__
 from .core import ChadGPTError, atomic_write
 from .model import GPTConfig
-from .train import TrainConfig, checkpoint_step, train, load_model, models_dir, read_json, resolve_device, saved_configs
+from .train import ARCHS, DEFAULT_ARCH, arch_configs, TrainConfig, checkpoint_step, train, load_model, models_dir, read_json, resolve_device, saved_configs
 from .distributed import process_group, restart_count
 from .sample import stream_text
 from .tokenizers import TokenizerSpec
@@ -24,24 +24,27 @@ class _Parser(argparse.ArgumentParser):
     def error(self, message):
         self.exit(2, f"{self.prog}: error: {message} (see {self.prog} --help)\n")
 
-MODEL_FLAGS = ('n_layer', 'n_embed', 'n_head', 'block_size', 'dropout', 'attention')
+MODEL_FLAGS = ('n_layer', 'n_embed', 'n_head', 'block_size', 'dropout', 'attention', 'rotary', 'norm', 'qk_norm',
+               'activation', 'zero_init', 'tie_weights', 'softcap')
 TRAIN_FLAGS = ('batch_size', 'max_iters', 'learning_rate', 'eval_interval', 'eval_iters', 'weight_decay',
-               'warmup_iters', 'grad_clip', 'device', 'seed', 'dtype', 'compile', 'grad_accum')
+               'warmup_iters', 'grad_clip', 'device', 'seed', 'dtype', 'compile', 'grad_accum', 'optimizer')
 TOKENIZER_HELP = "char, word, gpt2 or bpe[:VOCAB] (a BPE trained on the dataset; VOCAB 256-65536, default 4096)"
 
 def _tokenizer(s:str) -> str:
     try: return str(TokenizerSpec.parse(s))
     except ChadGPTError as e: raise argparse.ArgumentTypeError(str(e)) from None
 
-CHOICES = {'attention': ('fused', 'heads'), 'dtype': ('auto', 'float32', 'bfloat16')}
+CHOICES = {'attention': ('fused', 'heads'), 'dtype': ('auto', 'float32', 'bfloat16'), 'norm': ('layer', 'rms'),
+           'activation': ('gelu', 'relu2'), 'optimizer': ('adamw', 'muon')}
 
 def _add_config_flags(p, cls, names):
     defaults = {f.name: f for f in fields(cls)}
     for n in names:
         f = defaults[n]
         flags = ['--' + n.replace('_', '-'), *(['--' + n] if '_' in n else [])]
-        if str(f.type) == 'bool':
-            p.add_argument(*flags, dest=n, action='store_true', default=None, help="(default: off)"); continue
+        if str(f.type) == 'bool':           # --rotary / --no-rotary: a preset's switch can be turned off
+            p.add_argument(*flags, dest=n, action=argparse.BooleanOptionalAction, default=None,
+                           help=f"(default: {'on' if f.default else 'off'}, or the preset's)"); continue
         typ = {'int': int, 'float': float}.get(str(f.type).split(' ')[0], str)
         p.add_argument(*flags, dest=n, type=typ, default=None, choices=CHOICES.get(n), metavar=n.upper(),
                        help=f"(default: {f.default}{'; one of ' + ', '.join(CHOICES[n]) if n in CHOICES else ''})")
@@ -61,6 +64,8 @@ def build_parser() -> argparse.ArgumentParser:
     t.add_argument('--tokenizer', type=_tokenizer, metavar='KIND', help=TOKENIZER_HELP + " (default: char; resuming: the model's)")
     t.add_argument('--init-from', '--init_from', dest='init_from', metavar='MODEL',
                    help="fine-tune: start from this saved (or imported) model's weights, with its shape and tokenizer")
+    t.add_argument('--arch', choices=tuple(ARCHS), help=f"preset: {DEFAULT_ARCH} (default) or lecture, the model of "
+                   "Let's build GPT with AdamW; the flags below override it")
     _add_config_flags(t.add_argument_group('model'), GPTConfig, MODEL_FLAGS)
     _add_config_flags(t.add_argument_group('training'), TrainConfig, TRAIN_FLAGS)
     s = sub.add_parser('sample', help="generate text from a trained model", description="Generate text from a model.")
@@ -121,9 +126,11 @@ def _default_name(dataset:str) -> str:
 def _configs(args):
     "The model and training configs the flags ask for: defaults, the saved run's when resuming, the base model's shape when fine-tuning."
     given = lambda names: {n: getattr(args, n) for n in names if getattr(args, n) is not None}
+    if args.arch and (args.resume or args.init_from):
+        raise ChadGPTError("--arch is for new models; resuming or fine-tuning keeps the saved model's")
     if args.resume: return saved_configs(args.name, args.home, given(MODEL_FLAGS), given(TRAIN_FLAGS))
     if args.init_from: return saved_configs(args.init_from, args.home, given(MODEL_FLAGS))[0], TrainConfig(**given(TRAIN_FLAGS))
-    return GPTConfig(**given(MODEL_FLAGS)), TrainConfig(**given(TRAIN_FLAGS))
+    return arch_configs(args.arch, given(MODEL_FLAGS), given(TRAIN_FLAGS))
 
 # %% ../nbs/08_cli.ipynb #ab191a1d
 def _on_signals(stop:threading.Event, loud:bool):

@@ -11,10 +11,10 @@ import torch.nn as nn
 from torch.nn import functional as F
 from fastcore.basics import patch
 from .core import ChadGPTError
-from .attention import MultiHeadAttention, CausalSelfAttention, Dropout
+from .attention import MultiHeadAttention, CausalSelfAttention, Dropout, Rotary
 
 # %% auto #0
-__all__ = ['GPTConfig', 'FeedForward', 'Block', 'GPT', 'check_sampling', 'sample_next', 'GPTCache']
+__all__ = ['GPTConfig', 'FeedForward', 'make_norm', 'Block', 'GPT', 'check_sampling', 'sample_next', 'GPTCache']
 
 # %% ../nbs/05_model.ipynb #b3eba4ff
 @dataclass
@@ -31,6 +31,13 @@ class GPTConfig:
     vocab_multiple: int = 1     # pad the embedding rows to a multiple of this (64: faster matmuls); never sampled
     qkv_bias: bool = False      # biases on the query/key/value projection (GPT-2 has them; the lecture's heads do not)
     gelu: str = 'exact'         # 'exact', or 'tanh': the approximation GPT-2 was trained with
+    # the 2020s switches (chapter "A modern GPT"); all off is the lecture's model
+    rotary: bool = False        # rotary position embeddings instead of a learned table; sliding-window attention
+    norm: str = 'layer'         # 'layer' (LayerNorm) or 'rms' (RMSNorm)
+    qk_norm: bool = False       # RMS-normalise each head's queries and keys
+    activation: str = 'gelu'    # MLP non-linearity: 'gelu', or 'relu2' (ReLU squared)
+    zero_init: bool = False     # output projections (and an untied head) start at zero
+    softcap: float = 0.0        # logits become softcap·tanh(logits/softcap); 0: off
     n_heads: InitVar[int|None] = None
 
     def __post_init__(self, n_heads=None):
@@ -46,7 +53,14 @@ class GPTConfig:
         if self.attention not in ('fused', 'heads'):
             raise ChadGPTError(f"attention must be 'fused' or 'heads', got {self.attention!r}")
         if self.gelu not in ('exact', 'tanh'): raise ChadGPTError(f"gelu must be 'exact' or 'tanh', got {self.gelu!r}")
-        if self.qkv_bias and self.attention != 'fused': raise ChadGPTError("qkv_bias needs attention='fused'")
+        for k, choices in (('norm', ('layer', 'rms')), ('activation', ('gelu', 'relu2'))):
+            if getattr(self, k) not in choices: raise ChadGPTError(f"{k} must be {' or '.join(choices)}, got {getattr(self, k)!r}")
+        for k in ('qkv_bias', 'rotary', 'qk_norm'):
+            if getattr(self, k) and self.attention != 'fused': raise ChadGPTError(f"{k} needs attention='fused'")
+        if self.rotary and (self.n_embed // self.n_head) % 2:
+            raise ChadGPTError(f"rotary needs an even head size (n_embed / n_head), got {self.n_embed // self.n_head}")
+        if isinstance(self.softcap, bool) or not isinstance(self.softcap, (int, float)) or not 0 <= self.softcap <= 1000:
+            raise ChadGPTError(f"softcap must be 0 (off) or a positive number up to 1000, got {self.softcap!r}")
 
 # %% ../nbs/05_model.ipynb #5e7d4dc7
 @patch
@@ -67,30 +81,39 @@ def from_dict(cls:GPTConfig, d:dict):
 
 # %% ../nbs/05_model.ipynb #ec622e74
 class FeedForward(nn.Module):
-    "Position-wise MLP: `n_embed -> 4·n_embed -> n_embed`."
-    def __init__(self, n_embed:int, dropout:float=0.0, gelu:str='exact'):
+    "Position-wise MLP: `n_embed -> 4·n_embed -> n_embed`, with GELU or ReLU² in between."
+    def __init__(self, n_embed:int, dropout:float=0.0, gelu:str='exact', activation:str='gelu'):
         super().__init__()
         self.c_fc = nn.Linear(n_embed, 4 * n_embed)
         self.gelu = nn.GELU(approximate='tanh' if gelu == 'tanh' else 'none')   # GPT-2 used the tanh approximation
+        self.relu2 = activation == 'relu2'
         self.c_proj = nn.Linear(4 * n_embed, n_embed)
         self.dropout = Dropout(dropout)
 
-    def forward(self, x): return self.dropout(self.c_proj(self.gelu(self.c_fc(x))))
+    def forward(self, x):
+        h = self.c_fc(x)
+        return self.dropout(self.c_proj(F.relu(h).square() if self.relu2 else self.gelu(h)))
 
 # %% ../nbs/05_model.ipynb #6b26cdfa
+def make_norm(config:GPTConfig) -> nn.Module:
+    "The normalisation layer `config.norm` names, over `n_embed` features."
+    return nn.RMSNorm(config.n_embed) if config.norm == 'rms' else nn.LayerNorm(config.n_embed)
+
 class Block(nn.Module):
-    "Transformer block: communication (attention) then computation (MLP), each pre-LayerNormed and residual."
+    "Transformer block: communication (attention) then computation (MLP), each pre-normalised and residual."
     def __init__(self, config:GPTConfig):
         super().__init__()
         c = config
-        self.ln_1 = nn.LayerNorm(c.n_embed)
-        self.attn = CausalSelfAttention(c.n_embed, c.n_head, c.block_size, c.dropout, bias=c.qkv_bias) \
+        self.ln_1 = make_norm(c)
+        self.attn = CausalSelfAttention(c.n_embed, c.n_head, c.block_size, c.dropout, bias=c.qkv_bias, qk_norm=c.qk_norm,
+                                        window=c.block_size if c.rotary else None) \
                     if c.attention == 'fused' else MultiHeadAttention(c.n_embed, c.n_head, c.block_size, c.dropout)
-        self.ln_2 = nn.LayerNorm(c.n_embed)
-        self.mlp = FeedForward(c.n_embed, c.dropout, c.gelu)
+        self.ln_2 = make_norm(c)
+        self.mlp = FeedForward(c.n_embed, c.dropout, c.gelu, c.activation)
 
-    def forward(self, x, cache=None):     # cache: the attention's KV cache, for generation
-        x = x + self.attn(self.ln_1(x), cache)   # (B, T, C)
+    def forward(self, x, cache=None, rope=None):   # cache: the attention's KV cache; rope: rotary angles
+        h = self.ln_1(x)
+        x = x + (self.attn(h, cache) if rope is None else self.attn(h, cache, rope))   # (B, T, C)
         x = x + self.mlp(self.ln_2(x))
         return x
 
@@ -101,15 +124,18 @@ class GPT(nn.Module):
         super().__init__()
         self.config = c = config
         self.token_embedding = nn.Embedding(c.padded_vocab, c.n_embed)
-        self.position_embedding = nn.Embedding(c.block_size, c.n_embed)
+        self.position_embedding = None if c.rotary else nn.Embedding(c.block_size, c.n_embed)
+        self.rotary = Rotary(c.n_embed // c.n_head) if c.rotary else None
         self.drop = Dropout(c.dropout)
         self.blocks = nn.ModuleList([Block(c) for _ in range(c.n_layer)])
-        self.ln_f = nn.LayerNorm(c.n_embed)
+        self.ln_f = make_norm(c)
         self.lm_head = nn.Linear(c.n_embed, c.padded_vocab, bias=False)
         if c.tie_weights: self.lm_head.weight = self.token_embedding.weight
         self.apply(self._init_weights)
         for name, p in self.named_parameters():
-            if name.endswith(('c_proj.weight', 'attn.proj.weight')): nn.init.normal_(p, 0.0, 0.02 / math.sqrt(2 * c.n_layer))
+            if name.endswith(('c_proj.weight', 'attn.proj.weight')):
+                nn.init.normal_(p, 0.0, 0.02 / math.sqrt(2 * c.n_layer)) if not c.zero_init else nn.init.zeros_(p)
+        if c.zero_init and not c.tie_weights: nn.init.zeros_(self.lm_head.weight)
 
     def _init_weights(self, m):
         if isinstance(m, (nn.Linear, nn.Embedding)): nn.init.normal_(m.weight, 0.0, 0.02)
@@ -117,17 +143,24 @@ class GPT(nn.Module):
 
 # %% ../nbs/05_model.ipynb #e0671714
 @patch
-def forward(self:GPT, idx, targets=None, cache=None):
-    "`(logits, loss)`; with a `cache` (see generation below), `idx` continues the positions it holds."
+def embed(self:GPT, idx, start:int=0):
+    "The blocks' input for tokens `idx` `(B, T)` at positions `start…` `(B, T, C)`, and the rotary angles (or `None`)."
     B, T = idx.shape
-    start = 0 if cache is None else cache.length
+    if self.rotary is not None: return self.drop(self.token_embedding(idx)), self.rotary(start, T)
     if start + T > self.config.block_size:
         raise ChadGPTError(f"sequence of {start + T} tokens is longer than block_size {self.config.block_size}")
     pos = torch.arange(start, start + T, device=idx.device)
-    x = self.drop(self.token_embedding(idx) + self.position_embedding(pos))  # (B, T, C)
-    for i, block in enumerate(self.blocks): x = block(x, None if cache is None else cache.layers[i])
+    return self.drop(self.token_embedding(idx) + self.position_embedding(pos)), None
+
+@patch
+def forward(self:GPT, idx, targets=None, cache=None):
+    "`(logits, loss)`; with a `cache` (see generation below), `idx` continues the positions it holds."
+    B, T = idx.shape
+    x, rope = self.embed(idx, 0 if cache is None else cache.length)          # (B, T, C)
+    for i, block in enumerate(self.blocks): x = block(x, None if cache is None else cache.layers[i], rope)
     if cache is not None: cache.length += T
     logits = self.lm_head(self.ln_f(x))                                      # (B, T, padded_vocab)
+    if self.config.softcap: logits = self.config.softcap * torch.tanh(logits / self.config.softcap)
     if self.config.padded_vocab > self.config.vocab_size: logits[..., self.config.vocab_size:] = float('-inf')
     if targets is None: return logits, None
     return logits, F.cross_entropy(logits.view(B * T, -1), targets.view(B * T))
@@ -136,7 +169,8 @@ def forward(self:GPT, idx, targets=None, cache=None):
 def num_params(self:GPT, exclude_embeddings:bool=False) -> int:
     "Number of parameters (shared weights counted once); optionally without the embedding tables."
     n = sum(p.numel() for p in self.parameters())
-    if exclude_embeddings: n -= self.position_embedding.weight.numel() + self.token_embedding.weight.numel()
+    if exclude_embeddings:
+        n -= self.token_embedding.weight.numel() + (self.position_embedding.weight.numel() if self.position_embedding else 0)
     return n
 
 # %% ../nbs/05_model.ipynb #6777cf3f
@@ -187,16 +221,16 @@ def generate_stream(self:GPT, idx, max_new_tokens:int, temperature:float=1.0, to
     "Yield `max_new_tokens` sampled tokens, each `(B, 1)`, continuing the context `idx` `(B, T)`."
     check_sampling(temperature, top_k, top_p)
     if idx.ndim != 2 or idx.shape[1] == 0: raise ChadGPTError("generation needs a (B, T) context with T >= 1")
-    was_training, bs, cache = self.training, self.config.block_size, None
+    was_training, bs, cache, rolling = self.training, self.config.block_size, None, self.rotary is not None
     self.eval()
     try:
         for _ in range(max_new_tokens):
-            if not use_cache or idx.shape[1] > bs:                   # crop to the last block_size tokens; past
-                logits, _ = self(idx[:, -bs:])                       # the window each step slides it: no cache to keep
-            elif cache is None:                                      # first step: prefill the cache with the prompt
-                cache = self.new_cache()
-                logits, _ = self(idx, cache=cache)
-            else: logits, _ = self(idx[:, cache.length:], cache=cache)  # only the new token
+            if not use_cache or (idx.shape[1] > bs and not rolling):     # crop to the last block_size tokens: with
+                logits, _ = self(idx[:, -bs:])                           # learned positions the window slides
+            elif cache is None:                                          # first step: prefill the cache with the
+                cache = self.new_cache()                                 # prompt (all a sliding window can reach)
+                logits, _ = self(idx[:, -self.config.n_layer * bs:] if rolling else idx, cache=cache)
+            else: logits, _ = self(idx[:, -1:], cache=cache)             # only the new token
             nxt = sample_next(logits[:, -1, :self.config.vocab_size], temperature, top_k, top_p, generator)
             idx = torch.cat((idx, nxt), dim=1)
             yield nxt

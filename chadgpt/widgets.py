@@ -11,13 +11,14 @@ from matplotlib.figure import Figure
 from fastcore.basics import patch
 from .core import ChadGPTError, check_name
 from .model import GPT, GPTConfig
-from .train import TrainConfig, load_model, read_metrics
+from .train import ARCHS, DEFAULT_ARCH, TrainConfig, arch_configs, load_model, read_metrics
 from .sample import stream_text
 from .store import Store
 
 # %% auto #0
-__all__ = ['HYPERPARAMETERS', 'MODEL_KEYS', 'LABELS', 'TOKENIZER_CHOICES', 'hyperparameter_control', 'loss_figure', 'figure_png',
-           'TrainPanel', 'SamplePanel', 'attention_maps', 'attention_figure', 'AttentionExplorer']
+__all__ = ['HYPERPARAMETERS', 'MODEL_KEYS', 'LABELS', 'TOKENIZER_CHOICES', 'preset_value', 'hyperparameter_control',
+           'loss_figure', 'figure_png', 'TrainPanel', 'SamplePanel', 'attention_maps', 'attention_figure',
+           'AttentionExplorer']
 
 # %% ../nbs/11_widgets.ipynb #66683c1e
 # name: (type, min, max, step)
@@ -35,10 +36,15 @@ LABELS = {  # readable names, as the original ChadGPT front-end had (the API's n
 TOKENIZER_CHOICES = [('characters', 'char'), ('words', 'word'), ('GPT-2 BPE (tiktoken)', 'gpt2'),
                      ('BPE trained on the dataset', 'bpe')]
 
+def preset_value(name:str, arch:str|None=None):
+    "Hyperparameter `name` in preset `arch` (default: the default preset)."
+    m, t = arch_configs(arch)
+    return getattr(m if name in MODEL_KEYS else t, name)
+
 def hyperparameter_control(name:str, value=None) -> W.Widget:
-    "A bounded input for hyperparameter `name`, starting at `value` (default: chadgpt's default)."
+    "A bounded input for hyperparameter `name`, starting at `value` (default: the default preset's)."
     typ, lo, hi, step = HYPERPARAMETERS[name]
-    default = getattr(GPTConfig if name in MODEL_KEYS else TrainConfig, name)
+    default = preset_value(name)
     cls = W.BoundedIntText if typ is int else W.BoundedFloatText
     return cls(value=default if value is None else value, min=lo, max=hi, step=step, description=name,
                style={'description_width': '95px'}, layout=W.Layout(width='215px'))
@@ -79,6 +85,8 @@ class TrainPanel(W.VBox):
         self.controls = {k: hyperparameter_control(k, hyperparameters.get(k)) for k in HYPERPARAMETERS}
         self.name = W.Text(value=name, description='model name')
         self.tokenizer = W.Dropdown(options=TOKENIZER_CHOICES, value='char', description='tokenizer')
+        self.arch = W.Dropdown(options=[('modern (rotary, RMSNorm, Muon)', 'modern'), ("lecture (Let's build GPT)", 'lecture')],
+                               value=DEFAULT_ARCH, description='architecture', style={'description_width': 'initial'})
         self.bpe_vocab = W.BoundedIntText(value=4096, min=256, max=65_536, step=256, description='vocabulary',
                                           layout=W.Layout(display='none', width='200px'))
         self.train_button = W.Button(description='Train', button_style='success', icon='play')
@@ -90,7 +98,7 @@ class TrainPanel(W.VBox):
         self._wire()
         grid = W.GridBox([_labelled(k, c) for k, c in self.controls.items()],
                          layout=W.Layout(grid_template_columns='repeat(2, 420px)'))
-        super().__init__([W.HBox([self.dataset, self.upload]), W.HBox([self.tokenizer, self.bpe_vocab]), grid, self.name,
+        super().__init__([W.HBox([self.dataset, self.upload]), W.HBox([self.tokenizer, self.bpe_vocab]), self.arch, grid, self.name,
                           W.HBox([self.train_button, self.stop_button]), self.message, self.progress, self.stats, self.plot])
         self.validate()
 
@@ -101,6 +109,9 @@ def _wire(self:TrainPanel):
     self.upload.observe(self._on_upload, 'value')
     def on_tokenizer(change): self.bpe_vocab.layout.display = None if change['new'] == 'bpe' else 'none'
     self.tokenizer.observe(on_tokenizer, 'value')
+    def on_arch(change):                     # show the preset's own settings
+        for k, c in self.controls.items(): c.value = preset_value(k, change['new'])
+    self.arch.observe(on_arch, 'value')
     self.train_button.on_click(lambda b: self.start())
     self.stop_button.on_click(lambda b: self.stop())
 
@@ -108,7 +119,7 @@ def _wire(self:TrainPanel):
 def configs(self:TrainPanel) -> tuple[GPTConfig, TrainConfig]:
     "The `(GPTConfig, TrainConfig)` the controls describe; raises `ChadGPTError` if they are invalid."
     v = {k: c.value for k, c in self.controls.items()}
-    return GPTConfig(**{k: v[k] for k in MODEL_KEYS}), TrainConfig(**{k: v[k] for k in v if k not in MODEL_KEYS})
+    return arch_configs(self.arch.value, {k: v[k] for k in MODEL_KEYS}, {k: v[k] for k in v if k not in MODEL_KEYS})
 
 @patch
 def tokenizer_spec(self:TrainPanel) -> str:
@@ -280,11 +291,11 @@ def attention_maps(model:GPT, idx:torch.Tensor) -> torch.Tensor:
     was_training = model.training
     model.eval()
     try:
-        pos = torch.arange(idx.shape[1], device=idx.device)
-        x, maps = model.token_embedding(idx) + model.position_embedding(pos), []
+        (x, rope), maps = model.embed(idx), []
         for block in model.blocks:
-            maps.append(block.attn.attention_weights(block.ln_1(x))[0])
-            x = block(x)
+            h = block.ln_1(x)
+            maps.append((block.attn.attention_weights(h) if rope is None else block.attn.attention_weights(h, rope))[0])
+            x = block(x, None, rope)
     finally: model.train(was_training)
     return torch.stack(maps)
 

@@ -143,7 +143,8 @@ $('train-button').addEventListener('click', async () => {
   if (!validate()) return;
   const name = $('model-name').value;
   const resume = $('resume').checked;   // a resumed model keeps its own tokenizer
-  const body = { dataset: $('dataset').value, hyperparameters: hyperparameters(), resume,
+  const hp = resume ? hyperparameters() : { arch: $('arch').value, ...hyperparameters() };   // resuming keeps its own
+  const body = { dataset: $('dataset').value, hyperparameters: hp, resume,
                  ...(resume ? {} : { tokenizer: $('tokenizer').value }) };
   $('train-button').disabled = true;
   try {
