@@ -200,11 +200,12 @@ class Rotary(nn.Module):
     def __init__(self, head_size:int, base:float=10000.0):
         super().__init__()
         if head_size % 2: raise ValueError(f"rotary embeddings need an even head size, got {head_size}")
-        self.register_buffer('inv_freq', base ** -(torch.arange(0, head_size, 2).float() / head_size), persistent=False)
+        self.head_size, self.base = head_size, base
 
-    def forward(self, start:int, T:int):
-        "`(cos, sin)`, each `(T, head_size/2)`, for positions `start … start+T-1`."
-        angles = torch.arange(start, start + T, device=self.inv_freq.device).float()[:, None] * self.inv_freq
+    def forward(self, start:int, T:int, device=None):
+        "`(cos, sin)`, each `(T, head_size/2)`, for positions `start … start+T-1` (float32, whatever the model's dtype)."
+        inv_freq = self.base ** -(torch.arange(0, self.head_size, 2, device=device).float() / self.head_size)
+        angles = torch.arange(start, start + T, device=device).float()[:, None] * inv_freq
         return angles.cos(), angles.sin()
 
 def apply_rotary(x:torch.Tensor, cos:torch.Tensor, sin:torch.Tensor) -> torch.Tensor:

@@ -4,7 +4,7 @@
 
 # %% ../nbs/12_bench.ipynb #ef2e3abc
 from __future__ import annotations
-import json, os, platform, statistics, subprocess, sys, tempfile, time
+import contextlib, importlib.util, io, json, math, os, platform, statistics, subprocess, sys, tempfile, threading, time
 from pathlib import Path
 from dataclasses import replace
 import torch
@@ -12,11 +12,14 @@ from .core import ChadGPTError
 from .model import GPT, GPTConfig
 from .tokenizers import build_tokenizer
 from .tokens import array_encoder, read_chunks
-from .train import TrainConfig, configure_optimizer, cpu_has_bf16, resolve_device, resolve_dtype, train_step
+from .train import (ARCHS, TrainConfig, arch_configs, configure_optimizer, cpu_has_bf16, resolve_device, resolve_dtype,
+                           train, train_step)
 
 # %% auto #0
 __all__ = ['BENCH_CONFIGS', 'flops_per_token', 'device_name', 'matmul_peak', 'train_throughput', 'generation_throughput',
-           'run_bench', 'format_bench', 'tokenizer_speed', 'peak_memory']
+           'load_nanogpt', 'nanogpt_model', 'interleaved_medians', 'compare_training', 'compare_generation',
+           'compare_nanogpt', 'format_comparison', 'time_to_quality', 'quality_race', 'run_bench', 'format_bench',
+           'tokenizer_speed', 'peak_memory']
 
 # %% ../nbs/12_bench.ipynb #ce29f96e
 BENCH_CONFIGS = {
@@ -83,17 +86,129 @@ def train_throughput(cfg:GPTConfig, batch_size:int, device='auto', dtype='float3
 
 # %% ../nbs/12_bench.ipynb #9fa49d9f
 @torch.no_grad()
-def generation_throughput(cfg:GPTConfig, device='auto', new_tokens:int=500, use_cache:bool=True, seed:int=0) -> float:
-    "Tokens/s generating `new_tokens` greedily at batch 1 from a one-token prompt."
+def generation_throughput(cfg:GPTConfig, device='auto', new_tokens:int=500, use_cache:bool=True, seed:int=0,
+                          dtype=torch.float32) -> float:
+    "Tokens/s generating `new_tokens` greedily at batch 1 from a one-token prompt, with the weights in `dtype`."
     device = resolve_device(device) if isinstance(device, str) else device
     torch.manual_seed(seed)
-    model = GPT(cfg).to(device).eval()
+    model = GPT(cfg).to(device, dtype).eval()
     idx = torch.zeros((1, 1), dtype=torch.long, device=device)
     model.generate(idx, 2, temperature=0, use_cache=use_cache)                 # warm-up
     _sync(device); t = time.perf_counter()
     model.generate(idx, new_tokens, temperature=0, use_cache=use_cache)
     _sync(device)
     return new_tokens / (time.perf_counter() - t)
+
+# %% ../nbs/12_bench.ipynb #f4d32c5e
+def load_nanogpt(path):
+    "Import nanoGPT's `model.py` from `path` (the repository keeps it in `third_party/nanogpt`)."
+    path = Path(path)
+    if not path.is_file(): raise ChadGPTError(f"{path} is not a file: pass nanoGPT's model.py (third_party/nanogpt/model.py)")
+    spec = importlib.util.spec_from_file_location('nanogpt_model', path)
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+def nanogpt_model(ng, cfg:GPTConfig):
+    "nanoGPT's `GPT` in the shape of `cfg` (its own defaults otherwise: biases, tied head)."
+    with contextlib.redirect_stdout(io.StringIO()):          # it prints its parameter count
+        return ng.GPT(ng.GPTConfig(block_size=cfg.block_size, vocab_size=cfg.vocab_size, n_layer=cfg.n_layer,
+                                   n_head=cfg.n_head, n_embd=cfg.n_embed, dropout=cfg.dropout, bias=True))
+
+def interleaved_medians(fns:dict, n:int=30, warmup:int=3) -> dict:
+    "Median seconds of each function, called in turns (A, B, A, B …) so that a busy neighbour slows them alike."
+    for f in fns.values():
+        for _ in range(warmup): f()
+    times = {k: [] for k in fns}
+    for _ in range(n):
+        for k, f in fns.items():
+            t = time.perf_counter(); f(); times[k].append(time.perf_counter() - t)
+    return {k: statistics.median(v) for k, v in times.items()}
+
+# %% ../nbs/12_bench.ipynb #408b9d14
+def compare_training(ng, config:str='small', batch_size:int=12, steps:int=30, device='cpu', seed:int=0) -> dict:
+    "Median ms per training step of chadgpt's `GPT` and nanoGPT's at `config`, interleaved; and the ratio."
+    device = resolve_device(device) if isinstance(device, str) else device
+    cfg, dt = replace(BENCH_CONFIGS[config][0], dropout=0.0), resolve_dtype('auto', device)
+    torch.manual_seed(seed)
+    ours, theirs = GPT(cfg).to(device), nanogpt_model(ng, cfg).to(device)
+    opt = configure_optimizer(ours, TrainConfig(), device)
+    with contextlib.redirect_stdout(io.StringIO()): their_opt = theirs.configure_optimizers(0.1, 2e-3, (0.9, 0.99), device.type)
+    x, y = (torch.randint(cfg.vocab_size, (batch_size, cfg.block_size), device=device) for _ in range(2))
+    def their_step():                                         # nanoGPT's train.py on a CPU: float32, no autocast
+        _, loss = theirs(x, y); loss.backward()
+        torch.nn.utils.clip_grad_norm_(theirs.parameters(), 1.0); their_opt.step(); their_opt.zero_grad(set_to_none=True)
+        _sync(device)
+    def our_step(): train_step(ours, opt, x, y, device, dt, 1.0); _sync(device)
+    med = interleaved_medians({'chadgpt': our_step, 'nanoGPT': their_step}, steps)
+    return {'config': config, 'batch_size': batch_size, 'dtype': str(dt).removeprefix('torch.'),
+            'chadgpt_ms': med['chadgpt'] * 1e3, 'nanogpt_ms': med['nanoGPT'] * 1e3, 'speedup': med['nanoGPT'] / med['chadgpt']}
+
+@torch.no_grad()
+def compare_generation(ng, new_tokens:int=200, arch:str='lecture', device='cpu', dtype=torch.float32, seed:int=0) -> dict:
+    "Seconds for `new_tokens` at batch 1 from one token: chadgpt's `generate` (preset `arch`, weights in `dtype`) and nanoGPT's."
+    device = resolve_device(device) if isinstance(device, str) else device
+    cfg = replace(BENCH_CONFIGS['lecture'][0], dropout=0.0)
+    torch.manual_seed(seed)
+    ours, theirs = GPT(replace(cfg, **ARCHS[arch][0])).to(device, dtype).eval(), nanogpt_model(ng, cfg).to(device).eval()
+    idx = torch.zeros((1, 1), dtype=torch.long, device=device)
+    secs = {}
+    for name, gen in (('nanoGPT', lambda n: theirs.generate(idx, n)), ('chadgpt', lambda n: ours.generate(idx, n))):
+        gen(2); _sync(device); t = time.perf_counter()               # both sample at temperature 1
+        gen(new_tokens); _sync(device); secs[name] = time.perf_counter() - t
+    return {'arch': arch, 'new_tokens': new_tokens, 'dtype': str(dtype).removeprefix('torch.'), 'chadgpt_s': secs['chadgpt'],
+            'nanogpt_s': secs['nanoGPT'], 'speedup': secs['nanoGPT'] / secs['chadgpt']}
+
+# %% ../nbs/12_bench.ipynb #39038089
+def compare_nanogpt(path, device='cpu', dtypes=('float32',), steps:int=30, log=print) -> dict:
+    "Training and decoding speed against nanoGPT's `model.py` at `path`: the three comparisons above."
+    ng, log = load_nanogpt(path), log or (lambda *a: None)
+    res = {'device': device_name(resolve_device(device) if isinstance(device, str) else device), 'torch': torch.__version__,
+           'train': compare_training(ng, 'small', 12, steps, device), 'generate': []}
+    log(f"  small model, training: {res['train']['speedup']:.2f}x nanoGPT")
+    for dt in dtypes:
+        for n, arch in ((200, 'lecture'), (500, 'modern')):
+            res['generate'].append(r := compare_generation(ng, n, arch, device, getattr(torch, dt)))
+            log(f"  {arch} model, {n} tokens, {dt}: {r['speedup']:.1f}x nanoGPT")
+    return res
+
+def format_comparison(res:dict) -> str:
+    "The nanoGPT comparison as a text table."
+    t = res['train']
+    lines = [f"chadgpt vs nanoGPT on {res['device']}, torch {res['torch']}",
+             f"training, small model (batch {t['batch_size']}, chadgpt {t['dtype']}, nanoGPT float32; medians of interleaved steps):",
+             f"  chadgpt {t['chadgpt_ms']:.1f} ms/step, nanoGPT {t['nanogpt_ms']:.1f} ms/step: {t['speedup']:.2f}x", '',
+             "decoding, lecture size (6 x 384 x 6, block 256), batch 1, one-token prompt:"]
+    for g in res['generate']:
+        lines.append(f"  {g['arch']:>7} {g['new_tokens']} tokens ({g['dtype']} weights): chadgpt {g['chadgpt_s']:.2f} s, "
+                     f"nanoGPT {g['nanogpt_s']:.2f} s: {g['speedup']:.1f}x")
+    return '\n'.join(lines)
+
+# %% ../nbs/12_bench.ipynb #3344ec0b
+def time_to_quality(model:GPTConfig, train_cfg:TrainConfig, home, target:float=1.886, limit_s:float=300.0,
+                    name:str='time-to-quality') -> dict:
+    "Train on Tiny Shakespeare until val loss <= `target` (or `limit_s` seconds): step and seconds reached, best val loss, curve."
+    stop, t0 = threading.Event(), time.perf_counter()
+    res = {'step': None, 'seconds': None, 'best_val': math.inf, 'curve': []}
+    def watch(e):
+        if e['event'] == 'eval':
+            res['best_val'] = min(res['best_val'], e['val_loss']); res['curve'].append((e['elapsed_s'], e['val_loss']))
+            if e['val_loss'] <= target and res['step'] is None: res['step'], res['seconds'] = e['step'], e['elapsed_s']; stop.set()
+        if time.perf_counter() - t0 > limit_s: stop.set()
+    train(name, model, replace(train_cfg, eval_interval=50, eval_iters=20), 'shakespeare', home, overwrite=True,
+          progress=False, callback=watch, stop=stop)
+    return res
+
+def quality_race(home, target:float=1.886, limit_s:float=300.0, log=print) -> dict:
+    "`time_to_quality` of the lecture recipe and of the default preset, one after the other; and their ratio."
+    res = {}
+    for arch in ('lecture', None):
+        label = arch or 'default'
+        res[label] = r = time_to_quality(*arch_configs(arch), home, target, limit_s, name=f'time-to-quality-{label}')
+        if log: log(f"  {label}: {r['seconds']} s to val {target} (step {r['step']}); best {r['best_val']:.4f}")
+    a, b = res['lecture']['seconds'], res['default']['seconds']
+    res['ratio'] = b / a if a and b else None
+    return res
 
 # %% ../nbs/12_bench.ipynb #8e52649d
 def run_bench(config:str='lecture', device='auto', dtypes=None, attentions=('heads', 'fused'),

@@ -10,7 +10,7 @@ from pathlib import Path
 from . import __version__
 from .core import ChadGPTError, atomic_write
 from .model import GPTConfig
-from .train import ARCHS, DEFAULT_ARCH, arch_configs, TrainConfig, checkpoint_step, train, load_model, models_dir, read_json, resolve_device, saved_configs
+from .train import ARCHS, DEFAULT_ARCH, arch_configs, TrainConfig, checkpoint_step, train, load_model, models_dir, read_json, resolve_device, resolve_dtype, saved_configs
 from .distributed import process_group, restart_count
 from .sample import stream_text
 from .tokenizers import TokenizerSpec
@@ -77,6 +77,9 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument('--top-p', '--top_p', dest='top_p', type=float, default=None, help="nucleus sampling threshold")
     s.add_argument('--seed', type=int, default=None, help="seed for repeatable text")
     s.add_argument('--device', default='auto', help="auto, cpu or cuda (default: auto)")
+    s.add_argument('--dtype', default='float32', choices=('auto', 'float32', 'bfloat16'), help="the weights' precision while "
+                   "sampling: bfloat16 halves the memory each token reads (faster on a CPU); auto: bf16 where it is native "
+                   "(default: float32)")
     s.add_argument('--home', help="folder holding models/ (default: $CHADGPT_HOME or .)")
     r = sub.add_parser('prepare', help="tokenize a dataset into token files", description="Tokenize a dataset once into "
                        "HOME/tokens/DATASET.TOKENIZER/{train,val}.bin (reused by training until the text changes).")
@@ -116,6 +119,11 @@ def build_parser() -> argparse.ArgumentParser:
     b.add_argument('--batch-size', '--batch_size', dest='batch_size', type=int, help="(default: the config's)")
     b.add_argument('--tokens', type=int, default=500, help="new tokens for the generation test; 0 skips it (default: 500)")
     b.add_argument('--no-compile', action='store_true', help="skip the torch.compile variants (they take a while to compile)")
+    b.add_argument('--nanogpt', metavar='MODEL_PY', help="also compare with nanoGPT's model.py at this path "
+                   "(the repository has it: third_party/nanogpt/model.py)")
+    b.add_argument('--quality', action='store_true', help="also race the lecture recipe and the default preset to a "
+                   "Tiny Shakespeare val loss of 1.886 (needs the dataset in HOME/data or the network)")
+    b.add_argument('--home', help="folder holding data/ and models/, for --quality (default: $CHADGPT_HOME or .)")
     return p
 
 # %% ../nbs/08_cli.ipynb #81be5131
@@ -170,7 +178,8 @@ def cmd_train(args) -> int:
 
 # %% ../nbs/08_cli.ipynb #ab551b6b
 def cmd_sample(args) -> int:
-    model, tok = load_model(args.name, args.home, device=resolve_device(args.device))
+    device = resolve_device(args.device)
+    model, tok = load_model(args.name, args.home, device, resolve_dtype(args.dtype, device))
     out = sys.stdout
     out.write(args.prompt); out.flush()
     for piece in stream_text(model, tok, args.prompt, args.tokens, args.temperature, args.top_k, args.top_p, args.seed):
@@ -222,7 +231,7 @@ def cmd_serve(args) -> int:
     return 0
 
 def cmd_bench(args) -> int:
-    from chadgpt.bench import run_bench, format_bench
+    from chadgpt.bench import run_bench, format_bench, compare_nanogpt, format_comparison, quality_race
     for k in ('steps', 'batch_size'):
         if getattr(args, k) is not None and getattr(args, k) < 1: raise ChadGPTError(f"--{k.replace('_', '-')} must be at least 1")
     if args.tokens < 0: raise ChadGPTError(f"--tokens must be 0 or more, got {args.tokens}")
@@ -230,6 +239,13 @@ def cmd_bench(args) -> int:
     res = run_bench(args.config, args.device, compiles=(False,) if args.no_compile else (False, True), steps=args.steps,
                     batch_size=args.batch_size, new_tokens=args.tokens, log=log)
     print(format_bench(res))
+    if args.nanogpt:
+        res['nanogpt'] = compare_nanogpt(args.nanogpt, args.device if args.device != 'auto' else 'cpu', log=log)
+        print('\n' + format_comparison(res['nanogpt']))
+    if args.quality:
+        res['quality'] = q = quality_race(args.home, log=log)
+        print(f"\ntime to val 1.886: lecture recipe {q['lecture']['seconds']} s, default ({DEFAULT_ARCH}) "
+              f"{q['default']['seconds']} s" + (f": {q['ratio']:.2f}x the time" if q['ratio'] else ''))
     if args.json: atomic_write(args.json, json.dumps(res, indent=1))
     return 0
 

@@ -146,7 +146,7 @@ class GPT(nn.Module):
 def embed(self:GPT, idx, start:int=0):
     "The blocks' input for tokens `idx` `(B, T)` at positions `start…` `(B, T, C)`, and the rotary angles (or `None`)."
     B, T = idx.shape
-    if self.rotary is not None: return self.drop(self.token_embedding(idx)), self.rotary(start, T)
+    if self.rotary is not None: return self.drop(self.token_embedding(idx)), self.rotary(start, T, idx.device)
     if start + T > self.config.block_size:
         raise ChadGPTError(f"sequence of {start + T} tokens is longer than block_size {self.config.block_size}")
     pos = torch.arange(start, start + T, device=idx.device)

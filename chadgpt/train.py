@@ -529,10 +529,10 @@ def _loop(self:TrainingRun, start:int, progress:bool, callback, stop, log_interv
     return out
 
 # %% ../nbs/06_train.ipynb #ab21ee7e
-def load_model(name_or_dir, home=None, device='cpu') -> tuple[GPT, object]:
-    "The trained `(model, tokenizer)` saved as `name_or_dir` (a model name in `<home>/models` or a folder)."
+def load_model(name_or_dir, home=None, device='cpu', dtype=torch.float32) -> tuple[GPT, object]:
+    "The trained `(model, tokenizer)` saved as `name_or_dir` (a model name in `<home>/models` or a folder), weights in `dtype`."
     d = model_dir(name_or_dir, home)
     if not (d/WEIGHTS).is_file(): raise ChadGPTError(f"model {d.name!r} has no weights yet (is it still starting?)")
     model = GPT(GPTConfig.from_dict(read_json(d/CONFIG)['model']))
     _load_weights(model, d/WEIGHTS, device=str(device))
-    return model.to(device).eval(), load_tokenizer(d/TOKENIZER)
+    return model.to(device, dtype).eval(), load_tokenizer(d/TOKENIZER)

@@ -98,7 +98,7 @@ class TrainPanel(W.VBox):
         self._wire()
         grid = W.GridBox([_labelled(k, c) for k, c in self.controls.items()],
                          layout=W.Layout(grid_template_columns='repeat(2, 420px)'))
-        super().__init__([W.HBox([self.dataset, self.upload]), W.HBox([self.tokenizer, self.bpe_vocab]), self.arch, grid, self.name,
+        super().__init__([W.HBox([self.dataset, self.upload]), W.HBox([self.tokenizer, self.bpe_vocab, self.arch]), grid, self.name,
                           W.HBox([self.train_button, self.stop_button]), self.message, self.progress, self.stats, self.plot])
         self.validate()
 
@@ -109,8 +109,9 @@ def _wire(self:TrainPanel):
     self.upload.observe(self._on_upload, 'value')
     def on_tokenizer(change): self.bpe_vocab.layout.display = None if change['new'] == 'bpe' else 'none'
     self.tokenizer.observe(on_tokenizer, 'value')
-    def on_arch(change):                     # show the preset's own settings
-        for k, c in self.controls.items(): c.value = preset_value(k, change['new'])
+    def on_arch(change):                     # show the new preset's values of the settings presets decide
+        for k in set(ARCHS[change['old']][1]) | set(ARCHS[change['new']][1]):
+            if k in self.controls: self.controls[k].value = preset_value(k, change['new'])
     self.arch.observe(on_arch, 'value')
     self.train_button.on_click(lambda b: self.start())
     self.stop_button.on_click(lambda b: self.stop())

@@ -75,3 +75,14 @@ def test_tokenizer_choice_labels_and_bits_per_byte(home):
     assert load_model('t', home)[1].vocab_size == 512
     ex = AttentionExplorer('t', 'KING RICHARD', home=home)          # labels are the BPE tokens, not characters
     assert ex.maps.shape[-1] == len(ex.tokenizer.encode('KING RICHARD')) < 12
+
+def test_arch_choice_sets_the_preset(home):
+    panel = TrainPanel(home, name='a', **TINY)
+    mcfg, tcfg = panel.configs()
+    assert panel.arch.value == 'modern' and mcfg.rotary and tcfg.optimizer == 'muon'
+    assert panel.controls['learning_rate'].value == tcfg.learning_rate == 4e-3      # the preset's own settings shown
+    panel.arch.value = 'lecture'
+    assert panel.controls['learning_rate'].value == 2e-3 and panel.controls['max_iters'].value == 3000
+    assert panel.controls['n_layer'].value == 1                                     # the shape is the user's
+    mcfg, tcfg = panel.configs()
+    assert not mcfg.rotary and mcfg.tie_weights and tcfg.optimizer == 'adamw'
