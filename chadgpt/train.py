@@ -108,7 +108,7 @@ def newton_schulz(g:torch.Tensor, coefficients=(3.4445, -4.775, 2.0315), steps:i
 
 class Muon(torch.optim.Muon):
     """`torch.optim.Muon`, computing its Newton–Schulz iteration in `ns_dtype`. PyTorch's always uses bfloat16,
-    which a CPU without AVX512-BF16 or AMX emulates: 14× slower than the whole rest of a training step."""
+    which a CPU without AVX512-BF16 or AMX emulates (a step of the default model: 996 ms instead of 77 ms)."""
     def __init__(self, params, ns_dtype=torch.bfloat16, **kw): super().__init__(params, **kw); self.ns_dtype = ns_dtype
 
     @torch.no_grad()
