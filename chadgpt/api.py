@@ -25,7 +25,7 @@ from starlette.concurrency import iterate_in_threadpool
 from starlette.datastructures import Headers
 from starlette.exceptions import HTTPException
 from .core import ChadGPTError, NotFoundError, ConflictError, BusyError, check_name
-from .model import GPTConfig
+from .model import GPTConfig, head_advice
 from .tokenizers import BPE_DEFAULT, BPE_SIZES
 from .train import ARCHS, DEFAULT_ARCH, TrainConfig, arch_configs, saved_configs
 from .sample import stream_text
@@ -74,7 +74,7 @@ class Hyperparameters(BaseModel):
     @model_validator(mode='after')
     def _heads_divide_embed(self):
         n_embed, n_head = self.n_embed or GPTConfig.n_embed, self.n_head or GPTConfig.n_head
-        if n_embed % n_head: raise ValueError(f"n_embed ({n_embed}) must be divisible by n_head ({n_head})")
+        if n_embed % n_head: raise ValueError(head_advice(n_embed, n_head))
         return self
 
 class TrainRequest(BaseModel):
@@ -464,4 +464,8 @@ def serve(host:str='127.0.0.1', port:int=8000, home=None, allowed_hosts=(), **kw
     if not (host in LOOPBACK_HOSTS or (ip and ip.is_loopback)) and not (kwargs.get('api_key') or os.environ.get('CHADGPT_API_KEY')):
         print(f"warning: listening on {host} without an API key: anyone who can reach port {port} can upload, train and "
               "delete; set --api-key or $CHADGPT_API_KEY", file=sys.stderr, flush=True)
+    origins = kwargs.get('cors_origins') or ()
+    print(f"chadgpt serve: browser pages from {', '.join(origins)} may use this server, besides its own web page" if origins
+          else "chadgpt serve: only this server's own web page may use it from a browser (the original ChadGPT "
+               "front-end needs --cors-origin http://localhost:3000)", file=sys.stderr, flush=True)
     uvicorn.run(app, host=host, port=port, log_level='info')

@@ -13,8 +13,8 @@ from .core import ChadGPTError, NotFoundError, atomic_path, check_name, get_home
 from .tokenizer import CharTokenizer
 
 # %% auto #0
-__all__ = ['BUILTINS', 'Builtin', 'data_dir', 'fetch_builtin', 'dataset_path', 'decode_text', 'read_text', 'TextData',
-           'load_dataset']
+__all__ = ['BUILTINS', 'ALIASES', 'Builtin', 'data_dir', 'fetch_builtin', 'resolve_alias', 'dataset_path', 'decode_text',
+           'read_text', 'TextData', 'load_dataset']
 
 # %% ../nbs/02_data.ipynb #65813454
 @dataclass(frozen=True)
@@ -63,9 +63,15 @@ def fetch_builtin(name:str, home=None) -> Path:
     return path
 
 # %% ../nbs/02_data.ipynb #1e59dc13
+ALIASES = {'shakespeare.txt': 'shakespeare'}   # the original ChadGPT's requests name its bundled copy so
+
+def resolve_alias(name:str, home=None) -> str:
+    "The built-in that `name` is another name for (unless a dataset file of that name exists), else `name`."
+    return ALIASES[name] if name in ALIASES and not (data_dir(home)/name).is_file() else name
+
 def dataset_path(dataset:str|os.PathLike, home=None, paths:bool=True) -> Path:
     "Resolve `dataset`: a built-in name, a file name in `<home>/data`, or (if `paths`) a path to a text file."
-    name = str(dataset)
+    name = resolve_alias(str(dataset), home)
     if name in BUILTINS: return fetch_builtin(name, home)
     if not paths: check_name(name, 'dataset')       # no '/', no '..': it can only name a file in <home>/data
     candidates = [data_dir(home)/name] + ([Path(dataset).expanduser()] if paths else [])

@@ -14,7 +14,16 @@ from .core import ChadGPTError
 from .attention import MultiHeadAttention, CausalSelfAttention, Dropout, Rotary
 
 # %% auto #0
-__all__ = ['GPTConfig', 'FeedForward', 'make_norm', 'Block', 'GPT', 'check_sampling', 'sample_next', 'GPTCache']
+__all__ = ['head_advice', 'GPTConfig', 'FeedForward', 'make_norm', 'Block', 'GPT', 'check_sampling', 'sample_next', 'GPTCache']
+
+# %% ../nbs/05_model.ipynb #b44fd877
+def head_advice(n_embed:int, n_head:int) -> str:
+    "Why `n_embed` and `n_head` do not fit, and the nearest values that would."
+    heads = [h for h in range(1, min(n_embed, 64) + 1) if n_embed % h == 0]
+    near = sorted({max((h for h in heads if h < n_head), default=None), min((h for h in heads if h > n_head), default=None)} - {None})
+    embeds = sorted({e for e in (n_embed // n_head * n_head, -(-n_embed // n_head) * n_head) if e > 0})
+    return (f"n_embed ({n_embed}) must be divisible by n_head ({n_head}), since every head gets n_embed / n_head "
+            f"features: use n_head {' or '.join(map(str, near))}, or n_embed {' or '.join(map(str, embeds))}")
 
 # %% ../nbs/05_model.ipynb #b3eba4ff
 @dataclass
@@ -46,8 +55,7 @@ class GPTConfig:
             v = getattr(self, k)
             if isinstance(v, bool) or not isinstance(v, int) or v < 1:
                 raise ChadGPTError(f"{k} must be a positive integer, got {v!r}")
-        if self.n_embed % self.n_head:
-            raise ChadGPTError(f"n_embed ({self.n_embed}) must be divisible by n_head ({self.n_head})")
+        if self.n_embed % self.n_head: raise ChadGPTError(head_advice(self.n_embed, self.n_head))
         if isinstance(self.dropout, bool) or not isinstance(self.dropout, (int, float)) or not 0 <= self.dropout < 1:
             raise ChadGPTError(f"dropout must be in [0, 1), got {self.dropout!r}")
         if self.attention not in ('fused', 'heads'):

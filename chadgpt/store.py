@@ -11,7 +11,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from fastcore.basics import patch
 from .core import ChadGPTError, NotFoundError, ConflictError, BusyError, atomic_path, check_name, get_home
-from .data import BUILTINS, data_dir, decode_text, read_text
+from .data import BUILTINS, data_dir, decode_text, read_text, resolve_alias
 from .model import GPTConfig
 from .tokenizers import describe_tokenizer
 from .tokens import token_sets
@@ -190,6 +190,7 @@ def train(self:Store, name:str, model_config:GPTConfig|None=None, train_config:T
           dataset:str='shakespeare', resume:bool=False, tokenizer=None) -> Job:
     "Validate and queue a training job for model `name` (retraining replaces a finished model unless `resume`)."
     check_name(name)
+    dataset = resolve_alias(dataset, self.home)               # the original ChadGPT's 'shakespeare.txt'
     with self._lock: self._check_room(name)                  # before any tokenizing
     self._check_token_room(dataset)
     # tokenizing (the first time) can take seconds: outside the lock, so generation and other requests go on, and

@@ -16,7 +16,7 @@ from torch.nn.parallel import DistributedDataParallel
 from tqdm.auto import tqdm
 from .core import ChadGPTError, NotFoundError, ConflictError, atomic_path, atomic_write, get_home, check_name
 from .tokenizers import TokenizerSpec, load_tokenizer, spec_of
-from .data import BUILTINS, TextData, data_dir
+from .data import BUILTINS, TextData, data_dir, resolve_alias
 from .tokens import bits_per_byte, prepare
 from .model import GPT, GPTConfig
 from .distributed import World, any_rank, barrier, share, world
@@ -349,6 +349,7 @@ class TrainingRun:
             mcfg, tcfg, dataset = model_config or GPTConfig(), train_config or TrainConfig(), dataset or 'shakespeare'
             tok = TokenizerSpec.parse(tokenizer or 'char')
             if self.init_from is not None: mcfg, tok = _fine_tune_base(init_from, home, model_config, tokenizer)
+        if isinstance(dataset, str): dataset = resolve_alias(dataset, home)
         self.world = world()                 # a torchrun process group, or a world of one
         self.device = resolve_device(tcfg.device)
         if self.device.type == 'cuda' and self.device.index is None and self.world.size > 1:
