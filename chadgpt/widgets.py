@@ -11,14 +11,15 @@ from matplotlib.figure import Figure
 from fastcore.basics import patch
 from .core import ChadGPTError, check_name
 from .model import GPT, GPTConfig
-from .train import ARCHS, DEFAULT_ARCH, TrainConfig, arch_configs, load_model, read_metrics
+from .train import ARCHS, DEFAULT_ARCH, TrainConfig, arch_configs, load_model, read_metrics, saved_configs
 from .sample import stream_text
+from .data import BUILTINS
 from .store import Store
 
 # %% auto #0
-__all__ = ['HYPERPARAMETERS', 'MODEL_KEYS', 'LABELS', 'TOKENIZER_CHOICES', 'preset_value', 'hyperparameter_control',
-           'loss_figure', 'figure_png', 'TrainPanel', 'SamplePanel', 'attention_maps', 'attention_figure',
-           'AttentionExplorer']
+__all__ = ['HYPERPARAMETERS', 'MODEL_KEYS', 'LABELS', 'TOKENIZER_CHOICES', 'dataset_choices', 'preset_value',
+           'hyperparameter_control', 'loss_figure', 'figure_png', 'css_width', 'TrainPanel', 'SamplePanel',
+           'attention_maps', 'attention_figure', 'AttentionExplorer']
 
 # %% ../nbs/11_widgets.ipynb #66683c1e
 # name: (type, min, max, step)
@@ -35,6 +36,10 @@ LABELS = {  # readable names, as the original ChadGPT front-end had (the API's n
     'eval_iters': 'Batches per evaluation'}
 TOKENIZER_CHOICES = [('characters', 'char'), ('words', 'word'), ('GPT-2 BPE (tiktoken)', 'gpt2'),
                      ('BPE trained on the dataset', 'bpe')]
+
+def dataset_choices(names:list[str]) -> list[tuple[str, str]]:
+    "`(label, name)` pairs for a dropdown: every dataset shown as its file, the built-ins marked as such."
+    return [(f"{BUILTINS[n].filename} (built-in {n})" if n in BUILTINS else n, n) for n in names]
 
 def preset_value(name:str, arch:str|None=None):
     "Hyperparameter `name` in preset `arch` (default: the default preset)."
@@ -65,10 +70,15 @@ def loss_figure(batch:list[tuple[int, float]], metrics:list[dict], title:str='')
     if batch or metrics: ax.legend(fontsize=8)
     return fig
 
-def figure_png(fig:Figure) -> bytes:
+def figure_png(fig:Figure, scale:float=2) -> bytes:
+    "`fig` as PNG bytes, at `scale` times its pixel size (sharp on high-density screens when shown at `css_width`)."
     buf = io.BytesIO()
-    fig.savefig(buf, format='png')
+    fig.savefig(buf, format='png', dpi=fig.dpi * scale)
     return buf.getvalue()
+
+def css_width(fig:Figure) -> str:
+    "The width to show `fig` at: its own size, so the browser never stretches (and blurs) the image."
+    return f"{round(fig.get_figwidth() * fig.dpi)}px"
 
 # %% ../nbs/11_widgets.ipynb #37cf5aac
 class TrainPanel(W.VBox):
@@ -80,10 +90,11 @@ class TrainPanel(W.VBox):
         self.store, self.poll_interval = store or Store(home), poll_interval
         self.status, self.batch_losses, self.metrics, self._watcher = None, [], [], None
         datasets = self.store.list_datasets()
-        self.dataset = W.Dropdown(options=datasets, value=dataset if dataset in datasets else datasets[0], description='dataset')
+        self.dataset = W.Dropdown(options=dataset_choices(datasets), value=dataset if dataset in datasets else datasets[0],
+                                  description='dataset')
         self.upload = W.FileUpload(accept='.txt,text/plain', multiple=False, description='Upload text')
         self.controls = {k: hyperparameter_control(k, hyperparameters.get(k)) for k in HYPERPARAMETERS}
-        self.name = W.Text(value=name, description='model name')
+        self.name = W.Text(value=name, description='model name', style={'description_width': 'initial'})
         self.tokenizer = W.Dropdown(options=TOKENIZER_CHOICES, value='char', description='tokenizer')
         self.arch = W.Dropdown(options=[('modern (rotary, RMSNorm, Muon)', 'modern'), ("lecture (Let's build GPT)", 'lecture')],
                                value=DEFAULT_ARCH, description='architecture', style={'description_width': 'initial'})
@@ -91,15 +102,19 @@ class TrainPanel(W.VBox):
                                           layout=W.Layout(display='none', width='200px'))
         self.train_button = W.Button(description='Train', button_style='success', icon='play')
         self.stop_button = W.Button(description='Stop', button_style='danger', icon='stop', disabled=True)
+        self.resume = W.Checkbox(value=False, description='continue from the last checkpoint', indent=False,
+                                 layout=W.Layout(width='250px'))
+        self.overwrite = W.Checkbox(value=False, description='replace a model of this name', indent=False,
+                                    layout=W.Layout(width='220px'))
         self.message, self.stats = W.HTML(), W.HTML()
         self.progress = W.IntProgress(min=0, max=1, description='step', layout=W.Layout(width='480px'))
-        self.plot = W.Image(format='png', layout=W.Layout(width='500px'))
+        self.plot = W.Image(format='png', layout=W.Layout(width='500px', display='none'))   # shown with the first curve
         self.fig = loss_figure([], [])
         self._wire()
         grid = W.GridBox([_labelled(k, c) for k, c in self.controls.items()],
                          layout=W.Layout(grid_template_columns='repeat(2, 420px)'))
         super().__init__([W.HBox([self.dataset, self.upload]), W.HBox([self.tokenizer, self.bpe_vocab, self.arch]), grid, self.name,
-                          W.HBox([self.train_button, self.stop_button]), self.message, self.progress, self.stats, self.plot])
+                          W.HBox([self.train_button, self.stop_button, self.resume, self.overwrite]), self.message, self.progress, self.stats, self.plot])
         self.validate()
 
 # %% ../nbs/11_widgets.ipynb #47c6946b
@@ -151,10 +166,10 @@ def validate(self:TrainPanel) -> bool:
 def _on_upload(self:TrainPanel, change):
     files = change['new']
     if not files: return
-    f = files[0]
+    f, self.upload.value = files[0], ()                  # taken: the button's counter goes back to nothing
     try: info = self.store.save_dataset(f['name'], bytes(f['content']), overwrite=True)
     except ChadGPTError as e: self._say(str(e), error=True); return
-    self.dataset.options = self.store.list_datasets()
+    self.dataset.options = dataset_choices(self.store.list_datasets())
     self.dataset.value = f['name']
     self._say(f"uploaded {f['name']}: {info['characters']:,} characters, vocabulary of {info['vocab_size']}")
 
@@ -163,13 +178,21 @@ def _on_upload(self:TrainPanel, change):
 def start(self:TrainPanel):
     "Start training with the current settings (what the Train button does)."
     if self._running() or not self.validate(): return
-    mcfg, tcfg = self.configs()
-    try: self.store.train(self.name.value, mcfg, tcfg, self.dataset.value, tokenizer=self.tokenizer_spec())
+    name, resume = self.name.value, self.resume.value
+    if name in self.store.list_models() and not (resume or self.overwrite.value):   # as the CLI asks for --overwrite
+        self._say(f"a model named {name!r} exists: tick 'continue from the last checkpoint' to resume it, or "
+                  "'replace a model of this name' to train it afresh", error=True); return
+    try:
+        if resume:      # the saved model's shape, data and tokenizer; the panel's step count (to extend a run)
+            mcfg, tcfg = saved_configs(name, self.store.home, None, {'max_iters': self.controls['max_iters'].value})
+            self.store.train(name, mcfg, tcfg, None, resume=True)
+        else: self.store.train(name, *self.configs(), self.dataset.value, tokenizer=self.tokenizer_spec())
     except ChadGPTError as e: self._say(str(e), error=True); return
     self.batch_losses, self.metrics = [], []
     self.status = self.store.status(self.name.value)
     self.train_button.disabled, self.stop_button.disabled = True, False
-    self._say(f"training {self.name.value!r} on {self.dataset.value} ({self.tokenizer_spec()} tokens)")
+    self._say(f"continuing {name!r} from its last checkpoint" if resume else
+              f"training {name!r} on {self.dataset.value} ({self.tokenizer_spec()} tokens)")
     self._watcher = threading.Thread(target=self._watch, args=(self.name.value,), daemon=True)
     self._watcher.start()
 
@@ -220,7 +243,7 @@ def _show(self:TrainPanel, name:str, st:dict):
                         f" · ETA {_fmt_eta(st.get('eta_s')) or '–'}")
     if changed:                                   # redraw (a PNG render) only when there is something new to show
         self.fig = loss_figure(self.batch_losses, self.metrics, name)
-        self.plot.value = figure_png(self.fig)
+        self.plot.value, self.plot.layout.display = figure_png(self.fig), None
 
 # %% ../nbs/11_widgets.ipynb #4a87bf74
 class SamplePanel(W.VBox):
@@ -231,15 +254,15 @@ class SamplePanel(W.VBox):
             self.model, self.tokenizer = model, tokenizer
         else: self.model, self.tokenizer = load_model(model, home)
         self.prompt = W.Textarea(value=prompt, placeholder='prompt (may be empty)', description='prompt')
-        self.temperature = W.FloatSlider(value=0.8, min=0.0, max=2.0, step=0.05, description='temperature')
-        self.top_k = W.IntSlider(value=0, min=0, max=self.tokenizer.vocab_size, description='top-k (0 off)')
+        self.temperature = W.FloatSlider(value=0.8, min=0.0, max=2.0, step=0.05, description='temperature', style={'description_width': 'initial'})
+        self.top_k = W.IntSlider(value=0, min=0, max=self.tokenizer.vocab_size, description='top-k (0 off)', style={'description_width': 'initial'})
         self.top_p = W.FloatSlider(value=1.0, min=0.05, max=1.0, step=0.05, description='top-p')
         self.length = W.IntSlider(value=300, min=1, max=5000, description='length')
-        self.seed = W.BoundedIntText(value=-1, min=-1, max=2**31 - 1, description='seed (-1 random)')
+        self.seed = W.BoundedIntText(value=-1, min=-1, max=2**31 - 1, description='seed (-1 random)', style={'description_width': 'initial'})
         self.generate_button = W.Button(description='Generate', button_style='primary', icon='pencil')
         self.stop_button = W.Button(description='Stop', icon='stop', disabled=True)
         self.message = W.HTML()
-        self.output = W.Textarea(layout=W.Layout(width='640px', height='260px'))
+        self.output, self.text = W.HTML(), ''      # the text so far, shown in a box that keeps its newest line in view
         self.generate_button.on_click(lambda b: self.generate())
         self.stop_button.on_click(lambda b: self._stop.set())
         self._stop, self._worker = threading.Event(), None
@@ -257,7 +280,8 @@ def generate(self:SamplePanel):
                              None if self.seed.value < 0 else self.seed.value)
     except ChadGPTError as e:
         self.message.value = f"<span style='color:#c0392b'>{html.escape(str(e))}</span>"; return
-    self.message.value, self.output.value = '', self.prompt.value
+    self.message.value, self.text = '', self.prompt.value
+    self._show()
     self._stop.clear()
     self.generate_button.disabled, self.stop_button.disabled = True, False
     self._worker = threading.Thread(target=self._run, args=(pieces,), daemon=True)
@@ -270,18 +294,27 @@ def _run(self:SamplePanel, pieces):
         for piece in pieces:
             buf.append(piece)
             if time.monotonic() - last > 0.1:            # a few updates a second, not one message per character
-                self.output.value += ''.join(buf); buf, last = [], time.monotonic()
+                self.text += ''.join(buf); buf, last = [], time.monotonic()
+                self._show()
             if self._stop.is_set(): break
     except ChadGPTError as e: self.message.value = f"<span style='color:#c0392b'>{html.escape(str(e))}</span>"
     finally:
-        self.output.value += ''.join(buf)
+        self.text += ''.join(buf)
+        self._show()
         self.generate_button.disabled, self.stop_button.disabled = False, True
 
 @patch
 def wait(self:SamplePanel, timeout:float|None=None) -> str:
     "Block until generation ends; returns the output text."
     if self._worker is not None: self._worker.join(timeout)
-    return self.output.value
+    return self.text
+
+@patch
+def _show(self:SamplePanel):
+    # a column-reverse box starts scrolled to its end and stays there as text arrives: the stream stays in view
+    self.output.value = ("<div style='width:640px;height:260px;overflow-y:auto;display:flex;flex-direction:column-reverse;"
+                         "border:1px solid #ccc;padding:4px'><pre style='margin:0;white-space:pre-wrap'>"
+                         f"{html.escape(self.text)}</pre></div>")
 
 # %% ../nbs/11_widgets.ipynb #58db0aca
 @torch.no_grad()
@@ -327,6 +360,7 @@ class AttentionExplorer(W.VBox):
         self.layer = W.IntSlider(value=0, min=0, max=c.n_layer - 1, description='layer')
         self.head = W.IntSlider(value=0, min=0, max=c.n_head - 1, description='head')
         self.message, self.image = W.HTML(), W.Image(format='png')
+        for s in (self.layer, self.head): s.layout.display = 'none' if s.max == 0 else None   # nothing to choose
         for w in (self.text, self.layer, self.head): w.observe(lambda change: self.update(), 'value')
         super().__init__([self.text, W.HBox([self.layer, self.head]), self.message, self.image])
         self.update()
@@ -339,10 +373,11 @@ class AttentionExplorer(W.VBox):
             ids = self.tokenizer.encode(chars)
             idx = torch.tensor([ids], device=next(self.model.parameters()).device)
         except ChadGPTError as e:
-            self.message.value = f"<span style='color:#c0392b'>{html.escape(str(e))}</span>"; return
+            self.message.value = f"<span style='color:#c0392b'>{html.escape(str(e))}</span>"
+            self.image.layout.display = 'none'; return              # no stale heatmap under the message
         self.message.value = '' if len(self.text.value) <= self.max_chars else f"showing the last {self.max_chars} characters"
         self.maps = attention_maps(self.model, idx)
         self.weights = self.maps[self.layer.value, self.head.value]
         labels = chars if len(ids) == len(chars) else [self.tokenizer.decode([i]) for i in ids]   # subword tokens
         self.fig = attention_figure(self.weights, labels, f"layer {self.layer.value}, head {self.head.value}")
-        self.image.value = figure_png(self.fig)
+        self.image.value, self.image.layout.display, self.image.layout.width = figure_png(self.fig), None, css_width(self.fig)

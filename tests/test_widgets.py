@@ -1,5 +1,5 @@
 """The notebook panels driven as a person would: set values, click, wait for the background work."""
-import time
+import html, time
 from datetime import datetime, timezone
 import pytest, torch
 from chadgpt.widgets import AttentionExplorer, SamplePanel, TrainPanel
@@ -29,6 +29,7 @@ def test_train_sample_and_explore(home):
     sp.generate_button.click()
     assert sp.wait(60) == 'KING' + generate_text(*load_model('w', home), 'KING', 150, 1.0, top_k=5, seed=11)
     assert not sp.generate_button.disabled and sp.message.value == ''
+    assert 'column-reverse' in sp.output.value and html.escape(sp.text[-40:]) in sp.output.value   # follows the stream
 
     ex = AttentionExplorer('w', 'KING RICHARD', home=home)
     assert ex.maps.shape == (1, 2, 12, 12) and ex.image.value[:4] == b'\x89PNG'
@@ -47,7 +48,7 @@ def test_invalid_settings_cannot_train(home):
     assert 'short.txt' in panel.message.value and panel.status is None
     assert not (home/'models'/'bad').exists()
     upload(panel, 'bin.txt', b'\xff\xfe\xfa')
-    assert 'UTF-8' in panel.message.value and 'bin.txt' not in panel.dataset.options
+    assert 'UTF-8' in panel.message.value and 'bin.txt' not in [v for _, v in panel.dataset.options]
     with pytest.raises(ValueError, match='unknown hyperparameter'): TrainPanel(home, n_embd=3)
 
 def test_stop_keeps_a_resumable_checkpoint(home):
@@ -86,3 +87,38 @@ def test_arch_choice_sets_the_preset(home):
     assert panel.controls['n_layer'].value == 1                                     # the shape is the user's
     mcfg, tcfg = panel.configs()
     assert not mcfg.rotary and mcfg.tie_weights and tcfg.optimizer == 'adamw'
+
+def test_panels_show_nothing_unfinished(home):
+    panel = TrainPanel(home, name='f', poll_interval=0.05, **TINY)
+    assert panel.plot.layout.display == 'none' and not panel.plot.value            # no empty image before a run
+    upload(panel, 'bin.txt', b'\xff\xfe\xfa')
+    assert 'UTF-8' in panel.message.value and panel.upload.value == ()            # the counter does not keep "(1)"
+    panel.train_button.click(); panel.wait(120)
+    assert panel.plot.layout.display is None and panel.plot.value[:4] == b'\x89PNG'
+    assert panel.name.style.description_width == 'initial'                         # "model name" is not cut off
+    sp = SamplePanel('f', home=home)
+    assert all(w.style.description_width == 'initial' for w in (sp.temperature, sp.top_k, sp.seed))
+    ex = AttentionExplorer('f', 'KING RICHARD', home=home)                        # one layer: no 0-0 slider
+    assert ex.layer.layout.display == 'none' and ex.head.layout.display is None
+    ex.text.value = ''
+    assert 'type some text' in ex.message.value and ex.image.layout.display == 'none'   # no stale heatmap
+    ex.text.value = 'KING'
+    assert ex.image.layout.display is None and ex.message.value == ''
+    png_width = int.from_bytes(ex.image.value[16:20], 'big')                      # drawn at twice the size shown,
+    assert abs(png_width / 2 - int(ex.image.layout.width.removesuffix('px'))) <= 1  # never stretched
+
+def test_existing_model_needs_resume_or_replace(home):
+    panel = TrainPanel(home, name='r', poll_interval=0.05, **TINY)
+    panel.train_button.click(); assert panel.wait(120)['state'] == 'done'
+    first = (home/'models'/'r'/'model.safetensors').read_bytes()
+    panel.train_button.click()                                               # same name again: refused, model kept
+    assert "a model named 'r' exists" in html.unescape(panel.message.value) and panel.status['state'] == 'done'
+    assert (home/'models'/'r'/'model.safetensors').read_bytes() == first
+    panel.resume.value, panel.controls['max_iters'].value = True, 60          # continue it to step 60
+    panel.train_button.click()
+    st = panel.wait(120)
+    assert st['state'] == 'done' and st['step'] == 60
+    assert [m['step'] for m in panel.metrics][-1] == 60
+    panel.resume.value, panel.overwrite.value, panel.controls['max_iters'].value = False, True, 20
+    panel.train_button.click()                                               # replace: trained afresh
+    assert panel.wait(120)['step'] == 20
