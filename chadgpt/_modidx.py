@@ -429,6 +429,7 @@ d = { 'settings': { 'branch': 'main',
                                  'chadgpt.widgets.css_width': ('widgets.html#css_width', 'chadgpt/widgets.py'),
                                  'chadgpt.widgets.dataset_choices': ('widgets.html#dataset_choices', 'chadgpt/widgets.py'),
                                  'chadgpt.widgets.figure_png': ('widgets.html#figure_png', 'chadgpt/widgets.py'),
+                                 'chadgpt.widgets.fit_width': ('widgets.html#fit_width', 'chadgpt/widgets.py'),
                                  'chadgpt.widgets.hyperparameter_control': ('widgets.html#hyperparameter_control', 'chadgpt/widgets.py'),
                                  'chadgpt.widgets.loss_figure': ('widgets.html#loss_figure', 'chadgpt/widgets.py'),
                                  'chadgpt.widgets.preset_value': ('widgets.html#preset_value', 'chadgpt/widgets.py')}}}

@@ -17,7 +17,7 @@ from .data import BUILTINS
 from .store import Store
 
 # %% auto #0
-__all__ = ['HYPERPARAMETERS', 'MODEL_KEYS', 'LABELS', 'TOKENIZER_CHOICES', 'dataset_choices', 'preset_value',
+__all__ = ['HYPERPARAMETERS', 'MODEL_KEYS', 'LABELS', 'TOKENIZER_CHOICES', 'dataset_choices', 'fit_width', 'preset_value',
            'hyperparameter_control', 'loss_figure', 'figure_png', 'css_width', 'TrainPanel', 'SamplePanel',
            'attention_maps', 'attention_figure', 'AttentionExplorer']
 
@@ -40,6 +40,12 @@ TOKENIZER_CHOICES = [('characters', 'char'), ('words', 'word'), ('GPT-2 BPE (tik
 def dataset_choices(names:list[str]) -> list[tuple[str, str]]:
     "`(label, name)` pairs for a dropdown: every dataset shown as its file, the built-ins marked as such."
     return [(f"{BUILTINS[n].filename} (built-in {n})" if n in BUILTINS else n, n) for n in names]
+
+def fit_width(dropdown:W.Dropdown, least:int=180, most:int=520) -> W.Dropdown:
+    "Widen `dropdown` (its description included) to show its longest label whole: about 7.5 px a character at JupyterLab's font size."
+    longest = max((len(label) for label, _ in dropdown.options), default=0)
+    dropdown.layout.width = f"{min(most, max(least, round(120 + 7.5 * longest)))}px"
+    return dropdown
 
 def preset_value(name:str, arch:str|None=None):
     "Hyperparameter `name` in preset `arch` (default: the default preset)."
@@ -90,14 +96,14 @@ class TrainPanel(W.VBox):
         self.store, self.poll_interval = store or Store(home), poll_interval
         self.status, self.batch_losses, self.metrics, self._watcher = None, [], [], None
         datasets = self.store.list_datasets()
-        self.dataset = W.Dropdown(options=dataset_choices(datasets), value=dataset if dataset in datasets else datasets[0],
-                                  description='dataset')
+        self.dataset = fit_width(W.Dropdown(options=dataset_choices(datasets), value=dataset if dataset in datasets else datasets[0],
+                                            description='dataset'), least=300)
         self.upload = W.FileUpload(accept='.txt,text/plain', multiple=False, description='Upload text')
         self.controls = {k: hyperparameter_control(k, hyperparameters.get(k)) for k in HYPERPARAMETERS}
         self.name = W.Text(value=name, description='model name', style={'description_width': 'initial'})
         self.tokenizer = W.Dropdown(options=TOKENIZER_CHOICES, value='char', description='tokenizer')
-        self.arch = W.Dropdown(options=[('modern (rotary, RMSNorm, Muon)', 'modern'), ("lecture (Let's build GPT)", 'lecture')],
-                               value=DEFAULT_ARCH, description='architecture', style={'description_width': 'initial'})
+        self.arch = fit_width(W.Dropdown(options=[('modern (rotary, RMSNorm, Muon)', 'modern'), ("lecture (Let's build GPT)", 'lecture')],
+                               value=DEFAULT_ARCH, description='architecture', style={'description_width': 'initial'}), least=0)
         self.bpe_vocab = W.BoundedIntText(value=4096, min=256, max=65_536, step=256, description='vocabulary',
                                           layout=W.Layout(display='none', width='200px'))
         self.train_button = W.Button(description='Train', button_style='success', icon='play')
@@ -170,6 +176,7 @@ def _on_upload(self:TrainPanel, change):
     try: info = self.store.save_dataset(f['name'], bytes(f['content']), overwrite=True)
     except ChadGPTError as e: self._say(str(e), error=True); return
     self.dataset.options = dataset_choices(self.store.list_datasets())
+    fit_width(self.dataset, least=300)
     self.dataset.value = f['name']
     self._say(f"uploaded {f['name']}: {info['characters']:,} characters, vocabulary of {info['vocab_size']}")
 
@@ -311,9 +318,10 @@ def wait(self:SamplePanel, timeout:float|None=None) -> str:
 
 @patch
 def _show(self:SamplePanel):
-    # a column-reverse box starts scrolled to its end and stays there as text arrives: the stream stays in view
+    # a column-reverse box starts scrolled to its end and stays there as text arrives: the stream stays in view;
+    # the text's auto bottom margin keeps a short text at the top of the box rather than at its foot
     self.output.value = ("<div style='width:640px;height:260px;overflow-y:auto;display:flex;flex-direction:column-reverse;"
-                         "border:1px solid #ccc;padding:4px'><pre style='margin:0;white-space:pre-wrap'>"
+                         "border:1px solid #ccc;padding:4px'><pre style='margin:0 0 auto 0;white-space:pre-wrap'>"
                          f"{html.escape(self.text)}</pre></div>")
 
 # %% ../nbs/11_widgets.ipynb #58db0aca
@@ -337,14 +345,14 @@ def attention_maps(model:GPT, idx:torch.Tensor) -> torch.Tensor:
 def attention_figure(weights:torch.Tensor, chars:str, title:str='') -> Figure:
     "Heatmap of one head's `(T, T)` attention `weights` over the characters `chars`."
     T = len(chars)
-    fig = Figure(figsize=(0.18 * T + 1.6, 0.18 * T + 1.2), dpi=90, layout='tight')
+    fig = Figure(figsize=(0.16 * T + 2.2, 0.16 * T + 1.1), dpi=90, layout='tight')   # room for the colour bar beside
     ax = fig.add_subplot()
     im = ax.imshow(weights.float().cpu().numpy(), cmap='viridis', vmin=0, vmax=1)
     labels = [repr(c)[1:-1] if not c.isprintable() or c == ' ' else c for c in chars]
     labels = ['␣' if c == ' ' else l for c, l in zip(chars, labels)]
     ax.set_xticks(range(T), labels, fontsize=7); ax.set_yticks(range(T), labels, fontsize=7)
     ax.set_xlabel('attends to'); ax.set_ylabel('position'); ax.set_title(title, fontsize=9)
-    fig.colorbar(im, ax=ax, shrink=0.8)
+    fig.colorbar(im, ax=ax, fraction=0.046, pad=0.03)                              # as tall as the heatmap
     return fig
 
 class AttentionExplorer(W.VBox):

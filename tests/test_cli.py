@@ -124,16 +124,51 @@ def test_bench_prints_a_table_and_writes_json(tmp_path):
     assert set(res['peak_tflops']) == dtypes and len(res['train']) == 2 * len(dtypes)
     assert all(row['tokens_per_s'] > 0 for row in res['train'])
 
-@pytest.mark.parametrize('argv,message', BAD, ids=[' '.join(a) for a, _ in BAD])
-def test_bad_input_exits_2_with_one_line(home, argv, message):
-    if 'cuda' in argv and torch.cuda.is_available(): pytest.skip("this machine has CUDA")
+# Every bad input is run through `chadgpt.cli.main` in one process (a process per case spent most of the time
+# importing torch); two of them also go through the installed console script, which is what a user types.
+DRIVER = """
+import contextlib, io, json, sys
+from chadgpt.cli import main
+results = []
+for argv in json.loads(sys.argv[1]):
+    err = io.StringIO()
+    with contextlib.redirect_stderr(err), contextlib.redirect_stdout(io.StringIO()):
+        try: rc = main(argv)
+        except SystemExit as e: rc = e.code
+    results.append([rc, err.getvalue()])
+print(json.dumps(results))
+"""
+
+@pytest.fixture(scope='module')
+def bad_home(tmp_path_factory, shakespeare):
+    home = tmp_path_factory.mktemp('bad')
+    (home/'data').mkdir()
+    shutil.copy(shakespeare, home/'data'/'tinyshakespeare.txt')
     (home/'data'/'empty.txt').write_text('')
     (home/'data'/'latin1.txt').write_bytes('\xe9t\xe9'.encode('latin-1'))
     (home/'data'/'short.txt').write_text('to be or not to be, that is the question' * 2)
-    if argv[0] == 'sample' and argv[1] == 'tiny':
-        assert chadgpt('train', '--name', 'tiny', '--max-iters', '2', '--eval-interval', '2', *TINY, home=home).returncode == 0
+    assert chadgpt('train', '--name', 'tiny', '--max-iters', '2', '--eval-interval', '2', *TINY, home=home).returncode == 0
+    return home
+
+@pytest.fixture(scope='module')
+def bad_results(bad_home):
+    import sys
+    r = subprocess.run([sys.executable, '-c', DRIVER, json.dumps([a for a, _ in BAD])], capture_output=True, text=True,
+                       env={**os.environ, 'CHADGPT_HOME': str(bad_home)}, timeout=600)
+    assert r.returncode == 0, r.stderr
+    return dict(zip(map(tuple, (a for a, _ in BAD)), json.loads(r.stdout)))
+
+@pytest.mark.parametrize('argv,message', BAD, ids=[' '.join(a) for a, _ in BAD])
+def test_bad_input_exits_2_with_one_line(bad_home, bad_results, argv, message):
+    if 'cuda' in argv and torch.cuda.is_available(): pytest.skip("this machine has CUDA")
+    rc, stderr = bad_results[tuple(argv)]
+    assert rc == 2, stderr
+    assert message in stderr
+    assert stderr.count('\n') == 1 and 'Traceback' not in stderr, stderr
+    assert not (bad_home/'models'/'..'/'up').exists()
+
+@pytest.mark.parametrize('argv,message', [(['train', '--dataset', 'nosuch'], "unknown dataset 'nosuch'"),
+                                          (['frobnicate'], "invalid choice")])
+def test_bad_input_from_the_console_script(home, argv, message):
     r = chadgpt(*argv, home=home)
-    assert r.returncode == 2, (r.stdout, r.stderr)
-    assert message in r.stderr
-    assert r.stderr.count('\n') == 1 and 'Traceback' not in r.stderr, r.stderr
-    assert not (home/'models'/'..'/'up').exists()
+    assert r.returncode == 2 and message in r.stderr and r.stderr.count('\n') == 1, (r.stdout, r.stderr)
