@@ -11,8 +11,7 @@ import torch.nn as nn
 from torch.nn import functional as F
 
 # %% auto #0
-__all__ = ['Head', 'MultiHeadAttention', 'dropout_mask', 'dropout', 'Dropout', 'causal_attention', 'attention_mask',
-           'CausalSelfAttention', 'KVCache', 'Rotary', 'apply_rotary']
+__all__ = ['Head', 'MultiHeadAttention', 'attention_mask', 'CausalSelfAttention', 'KVCache', 'Rotary', 'apply_rotary', 'dropout_mask', 'dropout', 'Dropout', 'causal_attention']
 
 # %% ../nbs/04_attention.ipynb #041f8b09
 class Head(nn.Module):
@@ -61,36 +60,6 @@ class MultiHeadAttention(nn.Module):
         return self.dropout(self.proj(torch.cat([h(x, c) for h, c in zip(self.heads, caches)], dim=-1)))  # (B, T, n_embed)
 
     def new_cache(self, max_len:int): return [h.new_cache(max_len) for h in self.heads]
-
-# %% ../nbs/04_attention.ipynb #ce8c978c
-def dropout_mask(shape, p:float, dtype=torch.float32) -> torch.Tensor:
-    "CPU tensor of `shape`: 0 with probability `p` (to 1/65536), else `1/(1-p)`; seeded from torch's generator."
-    if not 0 <= p < 1: raise ValueError(f"dropout probability must be in [0, 1), got {p}")
-    n = math.prod(shape)
-    seed = int(torch.randint(0, 2**63 - 1, ()))            # from torch's generator: torch.manual_seed repeats masks
-    bits = np.random.PCG64(seed).random_raw(-(-n // 4)).view(np.int16)[:n]   # four 16-bit numbers per draw
-    keep = torch.from_numpy(bits) >= round(p * 65536) - 32768                 # uniform on [-32768, 32767]
-    return keep.view(shape).to(dtype).mul_(1 / (1 - p))
-
-# %% ../nbs/04_attention.ipynb #cc7f27a3
-def dropout(x:torch.Tensor, p:float, training:bool=True) -> torch.Tensor:
-    "`F.dropout`, drawing CPU masks with `dropout_mask`."
-    if not training or p == 0: return x
-    if x.device.type != 'cpu' or p == 1 or torch.compiler.is_compiling(): return F.dropout(x, p, True)
-    return x * dropout_mask(x.shape, p, x.dtype)
-
-class Dropout(nn.Dropout):
-    "`nn.Dropout` whose CPU masks come from `dropout_mask`."
-    def forward(self, x): return F.dropout(x, self.p, self.training, True) if self.inplace else dropout(x, self.p, self.training)
-
-# %% ../nbs/04_attention.ipynb #c1a6b538
-def causal_attention(q, k, v, dropout_p:float=0.0) -> torch.Tensor:
-    "Causal softmax attention of `(B, nh, T, hs)` queries, keys and values, written as two batched multiplies."
-    B, H, T, hs = q.shape
-    q, k, v = (t.reshape(B * H, T, hs) for t in (q, k, v))
-    bias = torch.full((T, T), float('-inf'), dtype=q.dtype, device=q.device).triu(1)   # 0 on and below the diagonal
-    att = torch.baddbmm(bias, q, k.transpose(1, 2), alpha=hs**-0.5).softmax(dim=-1)
-    return torch.bmm(dropout(att, dropout_p), v).view(B, H, T, hs)
 
 # %% ../nbs/04_attention.ipynb #93bd73e4
 def attention_mask(start:int, T:int, k_start:int, Tk:int, window:int|None=None, device=None) -> torch.Tensor|None:
@@ -213,3 +182,33 @@ def apply_rotary(x:torch.Tensor, cos:torch.Tensor, sin:torch.Tensor) -> torch.Te
     x1, x2 = x.chunk(2, dim=-1)
     cos, sin = cos.to(x.dtype), sin.to(x.dtype)
     return torch.cat((x1 * cos - x2 * sin, x1 * sin + x2 * cos), dim=-1)
+
+# %% ../nbs/07a_fast.ipynb #ce8c978c
+def dropout_mask(shape, p:float, dtype=torch.float32) -> torch.Tensor:
+    "CPU tensor of `shape`: 0 with probability `p` (to 1/65536), else `1/(1-p)`; seeded from torch's generator."
+    if not 0 <= p < 1: raise ValueError(f"dropout probability must be in [0, 1), got {p}")
+    n = math.prod(shape)
+    seed = int(torch.randint(0, 2**63 - 1, ()))            # from torch's generator: torch.manual_seed repeats masks
+    bits = np.random.PCG64(seed).random_raw(-(-n // 4)).view(np.int16)[:n]   # four 16-bit numbers per draw
+    keep = torch.from_numpy(bits) >= round(p * 65536) - 32768                 # uniform on [-32768, 32767]
+    return keep.view(shape).to(dtype).mul_(1 / (1 - p))
+
+# %% ../nbs/07a_fast.ipynb #cc7f27a3
+def dropout(x:torch.Tensor, p:float, training:bool=True) -> torch.Tensor:
+    "`F.dropout`, drawing CPU masks with `dropout_mask`."
+    if not training or p == 0: return x
+    if x.device.type != 'cpu' or p == 1 or torch.compiler.is_compiling(): return F.dropout(x, p, True)
+    return x * dropout_mask(x.shape, p, x.dtype)
+
+class Dropout(nn.Dropout):
+    "`nn.Dropout` whose CPU masks come from `dropout_mask`."
+    def forward(self, x): return F.dropout(x, self.p, self.training, True) if self.inplace else dropout(x, self.p, self.training)
+
+# %% ../nbs/07a_fast.ipynb #c1a6b538
+def causal_attention(q, k, v, dropout_p:float=0.0) -> torch.Tensor:
+    "Causal softmax attention of `(B, nh, T, hs)` queries, keys and values, written as two batched multiplies."
+    B, H, T, hs = q.shape
+    q, k, v = (t.reshape(B * H, T, hs) for t in (q, k, v))
+    bias = torch.full((T, T), float('-inf'), dtype=q.dtype, device=q.device).triu(1)   # 0 on and below the diagonal
+    att = torch.baddbmm(bias, q, k.transpose(1, 2), alpha=hs**-0.5).softmax(dim=-1)
+    return torch.bmm(dropout(att, dropout_p), v).view(B, H, T, hs)
