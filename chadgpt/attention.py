@@ -11,7 +11,7 @@ import torch.nn as nn
 from torch.nn import functional as F
 
 # %% auto #0
-__all__ = ['Head', 'MultiHeadAttention', 'attention_mask', 'CausalSelfAttention', 'KVCache', 'Rotary', 'apply_rotary', 'dropout_mask', 'dropout', 'Dropout', 'causal_attention']
+__all__ = ['Head', 'MultiHeadAttention', 'attention_mask', 'CausalSelfAttention', 'Rotary', 'apply_rotary', 'dropout_mask', 'dropout', 'Dropout', 'causal_attention', 'KVCache']
 
 # %% ../nbs/04_attention.ipynb #041f8b09
 class Head(nn.Module):
@@ -33,7 +33,7 @@ class Head(nn.Module):
         return F.softmax(wei, dim=-1)
 
     def forward(self, x, cache=None):
-        "`(B, T, hs)` outputs. With a `cache` (see *Caching keys and values*), `x` holds only the new positions."
+        "`(B, T, hs)` outputs. With a `cache` (see the chapter *Making it fast*), `x` holds only the new positions."
         if cache is None: return self.dropout(self.attention_weights(x)) @ self.value(x)
         start = len(cache)
         k, v, _ = cache.update(self.key(x), self.value(x))
@@ -101,7 +101,7 @@ class CausalSelfAttention(nn.Module):
         return F.scaled_dot_product_attention(q, k, v, attn_mask=mask, dropout_p=p)
 
     def forward(self, x, cache=None, rope=None):
-        """`(B, T, n_embed)` outputs. With a `cache` (see *Caching keys and values*), `x` holds only the new positions;
+        """`(B, T, n_embed)` outputs. With a `cache` (see the chapter *Making it fast*), `x` holds only the new positions;
         `rope` is the rotation of their positions (see *Positions by rotation*)."""
         B, T, C = x.shape
         start = 0 if cache is None else len(cache)
@@ -132,36 +132,6 @@ def copy_from(self:CausalSelfAttention, mha:MultiHeadAttention):
         self.c_attn.weight[i*self.n_embed:(i+1)*self.n_embed].copy_(w)
     self.c_proj.load_state_dict(mha.proj.state_dict())
     return self
-
-# %% ../nbs/04_attention.ipynb #160c7ddb
-class KVCache:
-    """Keys and values of the positions seen so far, for one attention module (time is dimension -2). A `rolling`
-    cache keeps only the last `max_len` positions, overwriting the oldest; a plain one refuses to overflow."""
-    def __init__(self, max_len:int, rolling:bool=False):
-        self.max_len, self.rolling, self.k, self.v, self.length = max_len, rolling, None, None, 0
-    def __len__(self): return self.length     # positions seen (a rolling cache holds at most max_len of them)
-
-    def update(self, k:torch.Tensor, v:torch.Tensor):
-        """Add the new positions' keys and values `(..., T, hs)`. Returns the keys and values to attend to and the
-        position of the first of them (`None` when a single new position sees the whole buffer, in slot order)."""
-        start, T, n = self.length, k.shape[-2], self.max_len
-        if start + T > n and not self.rolling: raise ValueError(f"KV cache holds {n} positions; {start + T} needed")
-        if self.k is None:
-            self.k = k.new_empty(*k.shape[:-2], n, k.shape[-1])
-            self.v = v.new_empty(*v.shape[:-2], n, v.shape[-1])
-        self.length = start + T
-        if start + T <= n:                                   # not full yet: position p sits in slot p
-            self.k[..., start:start + T, :], self.v[..., start:start + T, :] = k, v
-            return self.k[..., :start + T, :], self.v[..., :start + T, :], 0
-        if T == 1:                                           # the usual step: overwrite the oldest position's slot
-            self.k[..., start % n, :], self.v[..., start % n, :] = k[..., 0, :], v[..., 0, :]
-            return self.k, self.v, None
-        kept = min(start, n)                                 # several at once: the cached window, oldest first,
-        old = torch.arange(start - kept, start, device=k.device) % n          # then the new positions
-        keys, values = torch.cat((self.k[..., old, :], k), -2), torch.cat((self.v[..., old, :], v), -2)
-        new = torch.arange(start + T - min(T, n), start + T, device=k.device) % n
-        self.k[..., new, :], self.v[..., new, :] = k[..., -min(T, n):, :], v[..., -min(T, n):, :]
-        return keys, values, start - kept
 
 # %% ../nbs/04_attention.ipynb #782e268e
 class Rotary(nn.Module):
@@ -212,3 +182,33 @@ def causal_attention(q, k, v, dropout_p:float=0.0) -> torch.Tensor:
     bias = torch.full((T, T), float('-inf'), dtype=q.dtype, device=q.device).triu(1)   # 0 on and below the diagonal
     att = torch.baddbmm(bias, q, k.transpose(1, 2), alpha=hs**-0.5).softmax(dim=-1)
     return torch.bmm(dropout(att, dropout_p), v).view(B, H, T, hs)
+
+# %% ../nbs/07a_fast.ipynb #160c7ddb
+class KVCache:
+    """Keys and values of the positions seen so far, for one attention module (time is dimension -2). A `rolling`
+    cache keeps only the last `max_len` positions, overwriting the oldest; a plain one refuses to overflow."""
+    def __init__(self, max_len:int, rolling:bool=False):
+        self.max_len, self.rolling, self.k, self.v, self.length = max_len, rolling, None, None, 0
+    def __len__(self): return self.length     # positions seen (a rolling cache holds at most max_len of them)
+
+    def update(self, k:torch.Tensor, v:torch.Tensor):
+        """Add the new positions' keys and values `(..., T, hs)`. Returns the keys and values to attend to and the
+        position of the first of them (`None` when a single new position sees the whole buffer, in slot order)."""
+        start, T, n = self.length, k.shape[-2], self.max_len
+        if start + T > n and not self.rolling: raise ValueError(f"KV cache holds {n} positions; {start + T} needed")
+        if self.k is None:
+            self.k = k.new_empty(*k.shape[:-2], n, k.shape[-1])
+            self.v = v.new_empty(*v.shape[:-2], n, v.shape[-1])
+        self.length = start + T
+        if start + T <= n:                                   # not full yet: position p sits in slot p
+            self.k[..., start:start + T, :], self.v[..., start:start + T, :] = k, v
+            return self.k[..., :start + T, :], self.v[..., :start + T, :], 0
+        if T == 1:                                           # the usual step: overwrite the oldest position's slot
+            self.k[..., start % n, :], self.v[..., start % n, :] = k[..., 0, :], v[..., 0, :]
+            return self.k, self.v, None
+        kept = min(start, n)                                 # several at once: the cached window, oldest first,
+        old = torch.arange(start - kept, start, device=k.device) % n          # then the new positions
+        keys, values = torch.cat((self.k[..., old, :], k), -2), torch.cat((self.v[..., old, :], v), -2)
+        new = torch.arange(start + T - min(T, n), start + T, device=k.device) % n
+        self.k[..., new, :], self.v[..., new, :] = k[..., -min(T, n):, :], v[..., -min(T, n):, :]
+        return keys, values, start - kept
