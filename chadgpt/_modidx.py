@@ -432,4 +432,5 @@ d = { 'settings': { 'branch': 'main',
                                  'chadgpt.widgets.fit_width': ('widgets.html#fit_width', 'chadgpt/widgets.py'),
                                  'chadgpt.widgets.hyperparameter_control': ('widgets.html#hyperparameter_control', 'chadgpt/widgets.py'),
                                  'chadgpt.widgets.loss_figure': ('widgets.html#loss_figure', 'chadgpt/widgets.py'),
+                                 'chadgpt.widgets.message_html': ('widgets.html#message_html', 'chadgpt/widgets.py'),
                                  'chadgpt.widgets.preset_value': ('widgets.html#preset_value', 'chadgpt/widgets.py')}}}

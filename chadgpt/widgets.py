@@ -17,9 +17,9 @@ from .data import BUILTINS
 from .store import Store
 
 # %% auto #0
-__all__ = ['HYPERPARAMETERS', 'MODEL_KEYS', 'LABELS', 'TOKENIZER_CHOICES', 'dataset_choices', 'fit_width', 'preset_value',
-           'hyperparameter_control', 'loss_figure', 'figure_png', 'css_width', 'TrainPanel', 'SamplePanel',
-           'attention_maps', 'attention_figure', 'AttentionExplorer']
+__all__ = ['HYPERPARAMETERS', 'MODEL_KEYS', 'LABELS', 'TOKENIZER_CHOICES', 'dataset_choices', 'message_html', 'fit_width',
+           'preset_value', 'hyperparameter_control', 'loss_figure', 'figure_png', 'css_width', 'TrainPanel',
+           'SamplePanel', 'attention_maps', 'attention_figure', 'AttentionExplorer']
 
 # %% ../nbs/11_widgets.ipynb #66683c1e
 # name: (type, min, max, step)
@@ -40,6 +40,10 @@ TOKENIZER_CHOICES = [('characters', 'char'), ('words', 'word'), ('GPT-2 BPE (tik
 def dataset_choices(names:list[str]) -> list[tuple[str, str]]:
     "`(label, name)` pairs for a dropdown: every dataset shown as its file, the built-ins marked as such."
     return [(f"{BUILTINS[n].filename} (built-in {n})" if n in BUILTINS else n, n) for n in names]
+
+def message_html(text:str, error:bool=False) -> str:
+    "A panel's one-line message as HTML: escaped, red for an error, grey otherwise (nothing for no text)."
+    return f"<span style='color:{'#c0392b' if error else '#555'}'>{html.escape(text)}</span>" if text else ''
 
 def fit_width(dropdown:W.Dropdown, least:int=180, most:int=520) -> W.Dropdown:
     "Widen `dropdown` (its description included) to show its longest label whole: about 7.5 px a character at JupyterLab's font size."
@@ -154,7 +158,7 @@ def _running(self:TrainPanel) -> bool:
 
 @patch
 def _say(self:TrainPanel, text:str, error:bool=False):
-    self.message.value = f"<span style='color:{'#c0392b' if error else '#555'}'>{html.escape(text)}</span>" if text else ''
+    self.message.value = message_html(text, error)
 
 @patch
 def validate(self:TrainPanel) -> bool:
@@ -196,11 +200,11 @@ def start(self:TrainPanel):
         else: self.store.train(name, *self.configs(), self.dataset.value, tokenizer=self.tokenizer_spec())
     except ChadGPTError as e: self._say(str(e), error=True); return
     self.batch_losses, self.metrics = [], []
-    self.status = self.store.status(self.name.value)
+    self.status = self.store.status(name)
     self.train_button.disabled, self.stop_button.disabled = True, False
     self._say(f"continuing {name!r} from its last checkpoint" if resume else
               f"training {name!r} on {self.dataset.value} ({self.tokenizer_spec()} tokens)")
-    self._watcher = threading.Thread(target=self._watch, args=(self.name.value,), daemon=True)
+    self._watcher = threading.Thread(target=self._watch, args=(name,), daemon=True)
     self._watcher.start()
 
 @patch
@@ -286,7 +290,7 @@ def generate(self:SamplePanel):
                              self.top_k.value or None, self.top_p.value if self.top_p.value < 1 else None,
                              None if self.seed.value < 0 else self.seed.value)
     except ChadGPTError as e:
-        self.message.value = f"<span style='color:#c0392b'>{html.escape(str(e))}</span>"; return
+        self.message.value = message_html(str(e), error=True); return
     self.message.value, self.text = '', self.prompt.value
     self._show()
     self._stop.clear()
@@ -304,7 +308,7 @@ def _run(self:SamplePanel, pieces):
                 self.text += ''.join(buf); buf, last = [], time.monotonic()
                 self._show()
             if self._stop.is_set(): break
-    except ChadGPTError as e: self.message.value = f"<span style='color:#c0392b'>{html.escape(str(e))}</span>"
+    except ChadGPTError as e: self.message.value = message_html(str(e), error=True)
     finally:
         self.text += ''.join(buf)
         self._show()
@@ -381,7 +385,7 @@ class AttentionExplorer(W.VBox):
             ids = self.tokenizer.encode(chars)
             idx = torch.tensor([ids], device=next(self.model.parameters()).device)
         except ChadGPTError as e:
-            self.message.value = f"<span style='color:#c0392b'>{html.escape(str(e))}</span>"
+            self.message.value = message_html(str(e), error=True)
             self.image.layout.display = 'none'; return              # no stale heatmap under the message
         self.message.value = '' if len(self.text.value) <= self.max_chars else f"showing the last {self.max_chars} characters"
         self.maps = attention_maps(self.model, idx)
