@@ -162,7 +162,7 @@ def embed(self:GPT, idx, start:int=0):
 
 @patch
 def forward(self:GPT, idx, targets=None, cache=None):
-    "`(logits, loss)`; with a `cache` (see generation below), `idx` continues the positions it holds."
+    "`(logits, loss)`; with a `cache` (generation's, from the chapter *Making it fast*), `idx` continues the positions it holds."
     B, T = idx.shape
     x, rope = self.embed(idx, 0 if cache is None else cache.length)          # (B, T, C)
     for i, block in enumerate(self.blocks): x = block(x, None if cache is None else cache.layers[i], rope)
@@ -211,16 +211,6 @@ def sample_next(logits, temperature:float=1.0, top_k:int|None=None, top_p:float|
         logits = logits.masked_fill(drop.scatter(-1, order, drop), float('-inf'))
     return torch.multinomial(F.softmax(logits, dim=-1), 1, generator=generator)
 
-# %% ../nbs/05_model.ipynb #5fbd677f
-class GPTCache:
-    "One attention KV cache per block of a `GPT`, and the number of positions they hold."
-    def __init__(self, layers:list): self.layers, self.length = layers, 0
-
-@patch
-def new_cache(self:GPT) -> GPTCache:
-    "An empty cache for generation (room for `block_size` positions)."
-    return GPTCache([block.attn.new_cache(self.config.block_size) for block in self.blocks])
-
 # %% ../nbs/05_model.ipynb #98fcb14f
 @patch
 @torch.no_grad()
@@ -229,18 +219,14 @@ def generate_stream(self:GPT, idx, max_new_tokens:int, temperature:float=1.0, to
     "Yield `max_new_tokens` sampled tokens, each `(B, 1)`, continuing the context `idx` `(B, T)`."
     check_sampling(temperature, top_k, top_p)
     if idx.ndim != 2 or idx.shape[1] == 0: raise ChadGPTError("generation needs a (B, T) context with T >= 1")
-    was_training, bs, cache, rolling = self.training, self.config.block_size, None, self.rotary is not None
+    was_training, cache = self.training, GPTCache(self) if use_cache else None
     self.eval()
     try:
         for _ in range(max_new_tokens):
-            if not use_cache or (idx.shape[1] > bs and not rolling):     # crop to the last block_size tokens: with
-                logits, _ = self(idx[:, -bs:])                           # learned positions the window slides
-            elif cache is None:                                          # first step: prefill the cache with the
-                cache = self.new_cache()                                 # prompt (all a sliding window can reach)
-                logits, _ = self(idx[:, -self.config.n_layer * bs:] if rolling else idx, cache=cache)
-            else: logits, _ = self(idx[:, -1:], cache=cache)             # only the new token
+            if cache is None: logits, _ = self(idx[:, -self.config.block_size:])   # the window, whole
+            else: logits = cache.logits(idx)                  # the same logits, reading only the new token
             nxt = sample_next(logits[:, -1, :self.config.vocab_size], temperature, top_k, top_p, generator)
-            idx = torch.cat((idx, nxt), dim=1)
+            idx = torch.cat((idx, nxt), dim=1)                # (B, T+1)
             yield nxt
     finally: self.train(was_training)
 
@@ -250,3 +236,20 @@ def generate(self:GPT, idx, max_new_tokens:int, temperature:float=1.0, top_k:int
     "`idx` `(B, T)` followed by `max_new_tokens` sampled tokens: `(B, T + max_new_tokens)`."
     new = self.generate_stream(idx, max_new_tokens, temperature, top_k, top_p, generator, use_cache)
     return torch.cat([idx, *new], dim=1)
+
+# %% ../nbs/07a_fast.ipynb #9a9787f8
+class GPTCache:
+    "One attention KV cache per block of a `GPT`, the number of positions they hold, and generation's step through them."
+    def __init__(self, model:GPT):
+        self.model, self.length = model, 0
+        self.layers = [block.attn.new_cache(model.config.block_size) for block in model.blocks]
+
+    def logits(self, idx):
+        """Logits whose last position predicts the token after `idx` `(B, T)`, as the uncached step's would. Call
+        it once per generated token, with `idx` one token longer each time: it reads only what it has not seen."""
+        m, bs = self.model, self.model.config.block_size
+        rolling = m.rotary is not None
+        if idx.shape[1] > bs and not rolling: return m(idx[:, -bs:])[0]   # learned positions past the window: slide
+        if self.length == 0:                                               # the first step prefills the caches
+            return m(idx[:, -m.config.n_layer * bs:] if rolling else idx, cache=self)[0]
+        return m(idx[:, -1:], cache=self)[0]                               # later steps: only the newest token

@@ -3,7 +3,7 @@ import json
 import pytest, torch
 from conftest import TINY, chadgpt
 from chadgpt.api import TrainRequest, request_configs
-from chadgpt.model import GPT, GPTConfig
+from chadgpt.model import GPT, GPTCache, GPTConfig
 from chadgpt.train import ARCHS, arch_configs, read_json
 
 def rotary_model(block_size=8, n_layer=3, seed=0, **kw):
@@ -25,7 +25,7 @@ def test_long_prompt_is_cut_to_what_the_windows_reach():
     m = rotary_model()                                              # 3 layers x 8 positions: 24 tokens reach the last
     idx = torch.randint(65, (1, 60), generator=torch.Generator().manual_seed(1))
     with torch.no_grad(): last = m(idx)[0][:, -1]
-    cache = m.new_cache()
+    cache = GPTCache(m)
     with torch.no_grad(): cut = m(idx[:, -24:], cache=cache)[0][:, -1]
     torch.testing.assert_close(cut, last, atol=1e-5, rtol=1e-5)
     assert torch.equal(m.generate(idx, 5, temperature=0)[:, 60:], m.generate(idx[:, -24:], 5, temperature=0)[:, 24:])
