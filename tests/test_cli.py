@@ -1,5 +1,5 @@
 """End-to-end tests of the `chadgpt` command: train, sample, resume, and every bad input."""
-import json, os, signal, subprocess, shutil, time
+import json, os, signal, subprocess, shutil, sys, time
 from pathlib import Path
 import pytest, torch
 from conftest import TINY, chadgpt
@@ -152,7 +152,6 @@ def bad_home(tmp_path_factory, shakespeare):
 
 @pytest.fixture(scope='module')
 def bad_results(bad_home):
-    import sys
     r = subprocess.run([sys.executable, '-c', DRIVER, json.dumps([a for a, _ in BAD])], capture_output=True, text=True,
                        env={**os.environ, 'CHADGPT_HOME': str(bad_home)}, timeout=600)
     assert r.returncode == 0, r.stderr
