@@ -4,11 +4,11 @@
 
 # %% ../nbs/08_cli.ipynb #af795a7d
 from __future__ import annotations
-import argparse, ipaddress, json, os, re, signal, sys, threading, time
+import argparse, ipaddress, json, os, signal, sys, threading, time
 from dataclasses import fields
 from pathlib import Path
 from . import __version__
-from .core import ChadGPTError, atomic_write
+from .core import ChadGPTError, atomic_write, safe_join, slug
 from .model import GPTConfig
 from .train import ARCHS, DEFAULT_ARCH, arch_configs, TrainConfig, checkpoint_step, train, load_model, models_dir, read_json, resolve_device, resolve_dtype, saved_configs
 from .distributed import process_group, restart_count
@@ -128,8 +128,7 @@ def build_parser() -> argparse.ArgumentParser:
 
 # %% ../nbs/08_cli.ipynb #81be5131
 def _default_name(dataset:str) -> str:
-    name = re.sub(r'[^A-Za-z0-9_.-]+', '-', Path(dataset).stem).strip('.-') or 'model'
-    return name[:64]
+    return slug(Path(dataset).stem, 'model')
 
 def _configs(args):
     "The model and training configs the flags ask for: defaults, the saved run's when resuming, the base model's shape when fine-tuning."
@@ -156,7 +155,7 @@ def cmd_train(args) -> int:
     args.name = args.name or _default_name(args.dataset or 'shakespeare')
     with process_group(args.device or 'auto') as w:         # under torchrun: DDP, one process per GPU (or CPU share)
         if restart_count():                                  # torchrun restarted the group after a process died
-            if checkpoint_step(models_dir(args.home)/args.name) is not None: args.resume, args.init_from = True, None
+            if checkpoint_step(safe_join(models_dir(args.home), args.name)) is not None: args.resume, args.init_from = True, None
             else: args.overwrite = True                      # it died before its first checkpoint: start again
         mcfg, tcfg = _configs(args)
         stop, t0 = threading.Event(), time.perf_counter()

@@ -9,7 +9,8 @@ from contextlib import contextmanager
 from pathlib import Path
 
 # %% auto #0
-__all__ = ['ChadGPTError', 'NotFoundError', 'ConflictError', 'BusyError', 'get_home', 'atomic_path', 'atomic_write', 'check_name']
+__all__ = ['ChadGPTError', 'NotFoundError', 'ConflictError', 'BusyError', 'get_home', 'atomic_path', 'atomic_write', 'is_name',
+           'check_name', 'safe_join', 'slug']
 
 # %% ../nbs/00_core.ipynb #f713a5ca
 class ChadGPTError(ValueError):
@@ -56,11 +57,31 @@ def atomic_write(path:str|os.PathLike, data:str|bytes):
         Path(tmp).write_bytes(data.encode('utf-8') if isinstance(data, str) else data)
 
 # %% ../nbs/00_core.ipynb #fc58a320
-_NAME_RE = re.compile(r'[A-Za-z0-9_][A-Za-z0-9_.-]{0,63}')
+_NAME_RE = re.compile(r'[A-Za-z0-9_][A-Za-z0-9_.-]*')
 
-def check_name(name:str, what:str='model') -> str:
+def is_name(name, limit:int=64) -> bool:
+    "Whether `name` is a safe slug for a file or folder name: see `check_name`."
+    return isinstance(name, str) and len(name) <= limit and bool(_NAME_RE.fullmatch(name)) and '..' not in name
+
+def check_name(name:str, what:str='model', limit:int=64) -> str:
     "Return `name` if it is a safe slug for a file or folder name, else raise `ChadGPTError`."
-    if not isinstance(name, str) or not _NAME_RE.fullmatch(name) or '..' in name:
-        raise ChadGPTError(f"invalid {what} name {name!r}: use up to 64 letters, digits, '-', '_' or '.', "
+    if not is_name(name, limit):
+        raise ChadGPTError(f"invalid {what} name {name!r}: use up to {limit} letters, digits, '-', '_' or '.', "
                            "not starting with '.'")
     return name
+
+# %% ../nbs/00_core.ipynb #b5ae49a0
+def safe_join(root:str|os.PathLike, name:str, what:str='model', limit:int=64) -> Path:
+    "`root/name` for a `name` that passes `check_name`, refused if it resolves (through a link) to a place outside `root`."
+    root = Path(root)
+    path = root/check_name(name, what, limit)
+    if not path.resolve().is_relative_to(root.resolve()):
+        raise ChadGPTError(f"{what} {name!r} is a link that leads outside the {root.name} folder; "
+                           "put the file itself there instead of a link")
+    return path
+
+# %% ../nbs/00_core.ipynb #a294e9c6
+def slug(text:str, default:str='x', limit:int=64) -> str:
+    "`text` made into a name `check_name` accepts: runs of other characters become '-', no leading dot; `default` if empty."
+    s = re.sub(r'\.{2,}', '.', re.sub(r'[^A-Za-z0-9_.-]+', '-', text)).strip('.-')[:limit].rstrip('.-')
+    return s or default

@@ -9,12 +9,12 @@ from dataclasses import dataclass
 from pathlib import Path
 import torch
 from fastcore.basics import patch
-from .core import ChadGPTError, NotFoundError, atomic_path, check_name, get_home
+from .core import ChadGPTError, NotFoundError, atomic_path, get_home, is_name, safe_join
 from .tokenizer import CharTokenizer
 
 # %% auto #0
-__all__ = ['BUILTINS', 'ALIASES', 'Builtin', 'data_dir', 'fetch_builtin', 'resolve_alias', 'dataset_path', 'decode_text',
-           'read_text', 'TextData', 'load_dataset']
+__all__ = ['BUILTINS', 'ALIASES', 'Builtin', 'data_dir', 'fetch_builtin', 'resolve_alias', 'dataset_path', 'data_name',
+           'decode_text', 'read_text', 'TextData', 'load_dataset']
 
 # %% ../nbs/02_data.ipynb #65813454
 @dataclass(frozen=True)
@@ -73,12 +73,18 @@ def dataset_path(dataset:str|os.PathLike, home=None, paths:bool=True) -> Path:
     "Resolve `dataset`: a built-in name, a file name in `<home>/data`, or (if `paths`) a path to a text file."
     name = resolve_alias(str(dataset), home)
     if name in BUILTINS: return fetch_builtin(name, home)
-    if not paths: check_name(name, 'dataset')       # no '/', no '..': it can only name a file in <home>/data
-    candidates = [data_dir(home)/name] + ([Path(dataset).expanduser()] if paths else [])
+    if paths: candidates = [data_dir(home)/name, Path(dataset).expanduser()]   # the command line may read any file
+    else: candidates = [safe_join(data_dir(home), name, 'dataset')]           # a request: a file in <home>/data only
     for p in candidates:
         if p.is_file(): return p
     where = f"not a file in {data_dir(home)}, not a path to a file" if paths else "not an uploaded dataset"
     raise NotFoundError(f"unknown dataset {name!r}: not a built-in ({', '.join(BUILTINS)}), {where}")
+
+def data_name(path:str|os.PathLike, home=None) -> str|None:
+    "The name the file at `path` has in `<home>/data` (a built-in's for its file), or None for a file elsewhere."
+    path = Path(path)
+    if not is_name(path.name) or path.parent.resolve() != data_dir(home).resolve(): return None
+    return next((n for n, b in BUILTINS.items() if b.filename == path.name), path.name)
 
 def decode_text(raw:bytes, what:str='the text') -> str:
     "`raw` decoded as UTF-8; empty or non-UTF-8 input is an error that names `what`."

@@ -9,7 +9,7 @@ from pathlib import Path
 import torch
 from fastcore.basics import patch
 from safetensors import safe_open
-from .core import ChadGPTError, atomic_write, check_name
+from .core import ChadGPTError, atomic_write, check_name, safe_join
 from .model import GPT, GPTConfig
 from .tokenizers import GPT2Tokenizer
 from .train import CONFIG, METRICS, STATE, TOKENIZER, WEIGHTS, models_dir, save_weights
@@ -65,7 +65,8 @@ def _read_tensors(folder:Path) -> dict:
     files = sorted(set(json.loads(index.read_text())['weight_map'].values())) if index.is_file() else ['model.safetensors']
     tensors = {}
     for name in files:
-        with safe_open(folder/Path(name).name, 'pt') as f: tensors.update({k: f.get_tensor(k) for k in f.keys()})
+        with safe_open(folder/check_name(name, 'shard file', 255), 'pt') as f:   # a file name in the folder, never a path
+            tensors.update({k: f.get_tensor(k) for k in f.keys()})
     return tensors
 
 def _hf_files(src) -> Path:
@@ -105,7 +106,7 @@ def from_pretrained(cls:GPT, src) -> GPT:
 # %% ../nbs/15_pretrained.ipynb #5f810fdc
 def import_pretrained(src, name:str, home=None, overwrite:bool=False) -> Path:
     "Import GPT-2 weights `src` (see `GPT.from_pretrained`) as model `name` in `<home>/models`; returns its folder."
-    out = models_dir(home)/check_name(name)
+    out = safe_join(models_dir(home), name)
     if out.exists() and any(out.iterdir()) and not overwrite:
         raise ChadGPTError(f"model {name!r} already exists in {out.parent}; pass overwrite to replace it")
     model = GPT.from_pretrained(src)

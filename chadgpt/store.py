@@ -10,7 +10,7 @@ from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
 from fastcore.basics import patch
-from .core import ChadGPTError, NotFoundError, ConflictError, BusyError, atomic_path, check_name, get_home
+from .core import ChadGPTError, NotFoundError, ConflictError, BusyError, atomic_path, check_name, get_home, safe_join
 from .data import BUILTINS, data_dir, decode_text, read_text, resolve_alias
 from .model import GPTConfig
 from .tokenizers import describe_tokenizer
@@ -55,9 +55,9 @@ class Store:
 # %% ../nbs/09_store.ipynb #eeffacea
 @patch
 def _dataset_file(self:Store, name:str) -> Path:
-    check_name(name, 'dataset')
-    p = data_dir(self.home)/(BUILTINS[name].filename if name in BUILTINS else name)
-    if name not in BUILTINS and not p.is_file(): raise NotFoundError(f"no dataset named {name!r}")
+    if name in BUILTINS: return data_dir(self.home)/BUILTINS[name].filename
+    p = safe_join(data_dir(self.home), name, 'dataset')
+    if not p.is_file(): raise NotFoundError(f"no dataset named {name!r}")
     return p
 
 @patch
@@ -79,9 +79,8 @@ def dataset_info(self:Store, name:str) -> dict:
 @patch
 def save_dataset(self:Store, name:str, chunks, overwrite:bool=False) -> dict:
     "Store `chunks` (bytes, or an iterable of bytes) as dataset `name`, atomically; returns its info."
-    check_name(name, 'dataset')
+    path = safe_join(data_dir(self.home), name, 'dataset')
     if name in BUILTINS or _builtin_of(name): raise ConflictError(f"{name!r} is a built-in dataset; pick another name")
-    path = data_dir(self.home)/name
     if path.exists() and not overwrite: raise ConflictError(f"dataset {name!r} already exists; upload with overwrite=true to replace it")
     path.parent.mkdir(parents=True, exist_ok=True)
     if (free := shutil.disk_usage(path.parent).free) < self.max_upload_bytes + self.reserve_bytes:
@@ -232,8 +231,7 @@ _DISK_STATES = {'running': 'failed', 'interrupted': 'failed', 'failed': 'failed'
 @patch
 def status(self:Store, name:str) -> dict:
     "The training status of model `name`: state, step, losses, throughput, ETA, and whether it can resume."
-    check_name(name)
-    d = models_dir(self.home)/name
+    d = safe_join(models_dir(self.home), name)
     has_ckpt = (d/WEIGHTS).is_file() and (d/STATE).is_file()
     if (job := self.jobs.get(name)) is not None:
         return {**job.status(), 'resumable': job.state in ('failed', 'cancelled') and has_ckpt}
@@ -273,7 +271,7 @@ def list_models(self:Store) -> list[str]:
 def model_info(self:Store, name:str) -> dict:
     "Config, tokenizer, metrics and status of model `name`."
     status = self.status(name)
-    d = models_dir(self.home)/name
+    d = safe_join(models_dir(self.home), name)
     job = self.jobs.get(name)
     active = job is not None and job.state in ('queued', 'running')
     try:
@@ -290,7 +288,7 @@ def delete_model(self:Store, name:str):
     with self._lock:                           # no job can start on it meanwhile
         st = self.status(name)
         if st['state'] in ('queued', 'running'): raise ConflictError(f"model {name!r} is {st['state']}; cancel it first")
-        d = models_dir(self.home)/name
+        d = safe_join(models_dir(self.home), name)
         if d.exists():
             trash = d.with_name(f'.deleting-{name}-{uuid.uuid4().hex[:8]}')
             os.replace(d, trash)
@@ -300,7 +298,7 @@ def delete_model(self:Store, name:str):
 @patch
 def load(self:Store, name:str, device='cpu'):
     "`(model, tokenizer)` of model `name`, cached (the `max_loaded` most recent) until its weights change."
-    d = models_dir(self.home)/check_name(name)
+    d = safe_join(models_dir(self.home), name)
     if not (d/CONFIG).is_file() and name not in self.jobs: raise NotFoundError(f"no model named {name!r}")
     if not (d/WEIGHTS).is_file(): raise ConflictError(f"model {name!r} has no checkpoint yet; try again in a moment")
     with self._lock:

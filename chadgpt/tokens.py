@@ -12,11 +12,11 @@ from typing import Iterator
 import numpy as np
 import torch
 from tqdm.auto import tqdm
-from .core import ChadGPTError, atomic_write, get_home
+from .core import ChadGPTError, atomic_write, get_home, safe_join, slug
 from .tokenizer import CharTokenizer
 from .tokenizers import (TokenizerSpec, TiktokenTokenizer, WordTokenizer, build_tokenizer, load_tokenizer,
                                 spec_of, split_words)
-from .data import BUILTINS, TextData, data_dir, dataset_path
+from .data import BUILTINS, TextData, data_name, dataset_path
 
 # %% auto #0
 __all__ = ['CHUNK_BYTES', 'VAL_FRAC', 'META', 'safe_cut', 'read_chunks', 'array_encoder', 'tokens_dir', 'token_sets', 'prepare',
@@ -80,10 +80,10 @@ def tokens_dir(home=None) -> Path:
     return get_home(home)/'tokens'
 
 def _source_name(dataset, home, path:Path) -> str:
-    "A folder-safe name for the dataset: its name, or for a file outside `<home>/data` its stem and a path hash."
-    name = str(dataset)
-    if name in BUILTINS or (data_dir(home)/name).resolve() == path.resolve(): return name
-    return f"{path.stem[:40]}-{hashlib.sha1(str(path.resolve()).encode()).hexdigest()[:8]}"
+    "A folder-safe name for the dataset: its name in `<home>/data`, else the file's stem and a hash of its real path."
+    if str(dataset) in BUILTINS: return str(dataset)
+    if (name := data_name(path, home)) is not None: return name
+    return f"{slug(path.stem, 'text', 40)}-{hashlib.sha1(str(path.resolve()).encode()).hexdigest()[:8]}"
 
 # %% ../nbs/14_tokens.ipynb #b38a865c
 def _bar(progress, total, desc):
@@ -171,7 +171,7 @@ def prepare(dataset='shakespeare', tokenizer='char', home=None, paths:bool=True,
     tok = None if isinstance(tokenizer, (str, TokenizerSpec)) else tokenizer
     spec = spec_of(tok) if tok is not None else TokenizerSpec.parse(tokenizer)
     root, name = tokens_dir(home), _source_name(dataset, home, path)
-    folder, what = root/f'{name}.{spec.slug}', f"dataset {str(dataset)!r}"
+    folder, what = safe_join(root, f'{name}.{spec.slug}', 'token folder', 80), f"dataset {str(dataset)!r}"
     root.mkdir(parents=True, exist_ok=True)
     with open(root/f'.{folder.name}.lock', 'w') as lock:
         if fcntl: fcntl.flock(lock, fcntl.LOCK_EX)         # one preparer per folder; others wait, then reuse

@@ -14,9 +14,9 @@ from safetensors.torch import save_file, load_file, save_model, load_model as _l
 from safetensors import safe_open
 from torch.nn.parallel import DistributedDataParallel
 from tqdm.auto import tqdm
-from .core import ChadGPTError, NotFoundError, ConflictError, atomic_path, atomic_write, get_home, check_name
+from .core import ChadGPTError, NotFoundError, ConflictError, atomic_path, atomic_write, get_home, is_name, safe_join
 from .tokenizers import TokenizerSpec, load_tokenizer, spec_of
-from .data import BUILTINS, TextData, data_dir, resolve_alias
+from .data import BUILTINS, TextData, data_name, dataset_path, resolve_alias
 from .tokens import bits_per_byte, prepare
 from .model import GPT, GPTConfig
 from .distributed import World, any_rank, barrier, share, world
@@ -224,9 +224,9 @@ def list_models(home=None) -> list[str]:
 
 def model_dir(name_or_dir, home=None) -> Path:
     "The folder of a trained model: a name in `<home>/models`, or a path to a model folder."
-    p = models_dir(home)/str(name_or_dir)
-    if '/' not in str(name_or_dir) and (p/CONFIG).is_file(): return p
-    if (Path(name_or_dir)/CONFIG).is_file(): return Path(name_or_dir)
+    s = str(name_or_dir)
+    if is_name(s) and (models_dir(home)/s/CONFIG).is_file(): return safe_join(models_dir(home), s)
+    if (Path(s).expanduser()/CONFIG).is_file(): return Path(s).expanduser()
     have = ', '.join(list_models(home)) or 'none yet'
     raise NotFoundError(f"unknown model {str(name_or_dir)!r} (models in {models_dir(home)}: {have})")
 
@@ -243,8 +243,9 @@ def read_metrics(name_or_dir, home=None) -> list[dict]:
 # %% ../nbs/06_train.ipynb #4874d969
 def _dataset_ref(dataset, home) -> str:
     "How to record `dataset` in config.json: its name, or an absolute path for files outside `<home>/data`."
-    if str(dataset) in BUILTINS or (data_dir(home)/str(dataset)).is_file(): return str(dataset)
-    return str(Path(dataset).expanduser().resolve())
+    if str(dataset) in BUILTINS: return str(dataset)
+    path = dataset_path(dataset, home)
+    return data_name(path, home) or str(path.resolve())
 
 def _fine_tune_base(name, home, model_config, tokenizer):
     "The config (only dropout and a shorter block_size may change) and tokenizer of model `name`, to fine-tune it."
@@ -263,7 +264,7 @@ class TrainingRun:
     def __init__(self, name:str, model_config:GPTConfig|None=None, train_config:TrainConfig|None=None, dataset=None,
                  home=None, resume:bool=False, overwrite:bool=False, paths:bool=True, tokenizer=None, progress:bool=False,
                  init_from=None):
-        self.name, self.resume, self.out = name, resume, models_dir(home)/check_name(name)
+        self.name, self.resume, self.out = name, resume, safe_join(models_dir(home), name)
         self.init_from = None if init_from is None or resume else model_dir(init_from, home)/WEIGHTS
         if resume:
             saved = read_json(model_dir(name, home)/CONFIG)

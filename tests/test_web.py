@@ -39,6 +39,9 @@ def set_hyperparameters(page, **hp):
 def test_upload_train_chart_generate(page, shakespeare, tmp_path):
     from playwright.sync_api import expect
     expect(page.locator('#dataset option')).to_have_count(1)                    # shakespeare, built in
+    expect(page.locator('#dataset-info')).to_contain_text('1,115,394 characters')
+    expect(page.locator('#delete-dataset')).to_be_hidden()                      # a built-in cannot be deleted
+    expect(page.locator('#loss-chart')).to_be_hidden()                          # no empty chart before training
     src = tmp_path/'plays.txt'
     src.write_text(shakespeare.read_text()[:60_000])
     page.set_input_files('#upload-file', str(src))
@@ -46,6 +49,7 @@ def test_upload_train_chart_generate(page, shakespeare, tmp_path):
     expect(page.locator('#data-message')).to_contain_text("dataset 'plays.txt' uploaded")
     expect(page.locator('#dataset')).to_have_value('plays.txt')
     expect(page.locator('#dataset-info')).to_contain_text('60,000 characters')
+    expect(page.locator('#delete-dataset')).to_be_visible()                     # an upload can be
 
     expect(page.locator('#hp-n_embed')).to_have_value('128')                   # defaults come from the API schema
     set_hyperparameters(page, n_embed=30, n_head=4)
@@ -58,6 +62,7 @@ def test_upload_train_chart_generate(page, shakespeare, tmp_path):
     page.click('#train-button')
     expect(page.locator('#train-message')).to_contain_text('training webtiny on plays.txt')
     expect(page.locator('#loss-chart circle.val')).not_to_have_count(0, timeout=60_000)   # the chart fills in live
+    expect(page.locator('#loss-chart')).to_be_visible()
     expect(page.locator('#train-message')).to_contain_text('done: webtiny trained to step 120', timeout=120_000)
     expect(page.locator('#loss-chart circle.val')).to_have_count(7)               # steps 0, 20, ..., 120
     expect(page.locator('#train-status')).to_contain_text('step 120/120')

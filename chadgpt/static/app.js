@@ -42,14 +42,19 @@ async function loadDatasets(select) {
   if (names.includes(keep)) sel.value = keep;
   showDatasetInfo();
 }
-async function showDatasetInfo() {
+async function showDatasetInfo() {  // Delete shows only where it can work: never beside a built-in
   const name = $('dataset').value;
+  $('delete-dataset').hidden = true;
   if (!name) return;
   try {
     const d = await api('GET', `ds/${enc(name)}`);
     $('dataset-info').textContent = d.characters == null ? `${d.bytes.toLocaleString()} bytes (downloaded on first use)`
       : `${d.characters.toLocaleString()} characters, vocabulary of ${d.vocab_size}`;
-  } catch (e) { $('dataset-info').textContent = e.message; }
+    $('delete-dataset').hidden = d.builtin;
+  } catch (e) {   // an unreadable upload (not UTF-8, say) can still be deleted
+    $('dataset-info').textContent = e.message;
+    $('delete-dataset').hidden = $('dataset').value !== name;
+  }
 }
 $('dataset').addEventListener('change', showDatasetInfo);
 $('upload-form').addEventListener('submit', async (ev) => {
@@ -188,6 +193,7 @@ function drawChart(metrics) {
   const svg = $('loss-chart'), W = 600, H = 260, L = 48, R = 12, T = 14, B = 30;
   const series = { batch: state.batch, train: metrics.map((m) => [m.step, m.train_loss]), val: metrics.map((m) => [m.step, m.val_loss]) };
   const all = [...series.batch, ...series.train, ...series.val];
+  svg.toggleAttribute('hidden', !all.length);   // no empty box before the first point
   if (!all.length) { svg.innerHTML = ''; return; }
   const xs = all.map((p) => p[0]), ys = all.map((p) => p[1]);
   const x0 = 0, x1 = Math.max(1, ...xs), y0 = Math.min(...ys) * 0.95, y1 = Math.max(...ys) * 1.02;
