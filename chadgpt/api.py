@@ -11,7 +11,6 @@ from pathlib import Path
 from typing import Annotated, Literal
 from urllib.parse import urlsplit
 from annotated_types import Ge, Le
-from fastcore.basics import patch
 from fastapi import Depends, FastAPI, File, Form, Query, UploadFile
 from fastapi.exceptions import RequestValidationError
 from fastapi.middleware.cors import CORSMiddleware
@@ -226,50 +225,43 @@ class Guard:
             return await JSONResponse({'detail': detail}, status_code=status, headers=headers)(scope, receive, send_secure)
         await self.app(scope, receive, send_secure)
 
-# %% ../nbs/10_api.ipynb #91251eff
-@patch
-def host_refusal(self:Guard, host:str|None, here) -> tuple[int, str]|None:
-    "400 unless the `Host` header (`here`, parsed) is a name or address this server answers to."
-    if host is None: return None                    # HTTP/1.0 without a Host: no browser sends that
-    ip = None if here is None else _ip(here[0])
-    if here is not None and (self.any_host or here[0] in self.hosts or (ip is not None and any(ip in n for n in self.networks))):
+    def host_refusal(self, host:str|None, here) -> tuple[int, str]|None:
+        "400 unless the `Host` header (`here`, parsed) is a name or address this server answers to."
+        if host is None: return None                    # HTTP/1.0 without a Host: no browser sends that
+        ip = None if here is None else _ip(here[0])
+        if here is not None and (self.any_host or here[0] in self.hosts or (ip is not None and any(ip in n for n in self.networks))):
+            return None
+        name = here[0] if here else host[:100]
+        return 400, (f"this server does not answer to host {name!r} (a guard against DNS rebinding); "
+                     f"start it with --allowed-host {name} if that name is really this server")
+
+    def site_refusal(self, method:str, headers:Headers, here) -> tuple[int, str]|None:
+        "403 for a change from another origin, or any browser request from another site but a link followed."
+        origin, site = headers.get('origin'), headers.get('sec-fetch-site', '')
+        if origin is not None and (origin.rstrip('/').lower() in self.origins or '*' in self.origins or
+                                   (here is not None and authority(origin) == here)): return None
+        navigation = method == 'GET' and headers.get('sec-fetch-mode') == 'navigate'
+        if (origin is not None and method not in SAFE_METHODS) or (site in ('cross-site', 'same-site') and not navigation):
+            return 403, (f"cross-site request refused: pages from {origin or 'another site'} may not use this server "
+                         "(allow an origin with --cors-origin)")
         return None
-    name = here[0] if here else host[:100]
-    return 400, (f"this server does not answer to host {name!r} (a guard against DNS rebinding); "
-                 f"start it with --allowed-host {name} if that name is really this server")
 
-# %% ../nbs/10_api.ipynb #0000c1f6
-@patch
-def site_refusal(self:Guard, method:str, headers:Headers, here) -> tuple[int, str]|None:
-    "403 for a change from another origin, or any browser request from another site but a link followed."
-    origin, site = headers.get('origin'), headers.get('sec-fetch-site', '')
-    if origin is not None and (origin.rstrip('/').lower() in self.origins or '*' in self.origins or
-                               (here is not None and authority(origin) == here)): return None
-    navigation = method == 'GET' and headers.get('sec-fetch-mode') == 'navigate'
-    if (origin is not None and method not in SAFE_METHODS) or (site in ('cross-site', 'same-site') and not navigation):
-        return 403, (f"cross-site request refused: pages from {origin or 'another site'} may not use this server "
-                     "(allow an origin with --cors-origin)")
-    return None
+    def key_refusal(self, method:str, path:str, headers:Headers) -> tuple[int, str]|None:
+        "401 for a request that needs the API key (a change; with `key_for_reads`, also a read) and lacks it."
+        if not self.api_key or method == 'OPTIONS' or path in OPEN_PATHS or path.startswith('/static/'): return None
+        if method in SAFE_METHODS and not self.key_for_reads: return None
+        given, auth = headers.get('x-api-key', ''), headers.get('authorization', '')
+        if not given and auth[:7].lower() == 'bearer ': given = auth[7:]
+        if hmac.compare_digest(given.encode('latin-1'), self.api_key.encode('utf-8')): return None
+        return 401, "missing or wrong API key: send it in the X-API-Key header"
 
-# %% ../nbs/10_api.ipynb #b2617aa9
-@patch
-def key_refusal(self:Guard, method:str, path:str, headers:Headers) -> tuple[int, str]|None:
-    "401 for a request that needs the API key (a change; with `key_for_reads`, also a read) and lacks it."
-    if not self.api_key or method == 'OPTIONS' or path in OPEN_PATHS or path.startswith('/static/'): return None
-    if method in SAFE_METHODS and not self.key_for_reads: return None
-    given, auth = headers.get('x-api-key', ''), headers.get('authorization', '')
-    if not given and auth[:7].lower() == 'bearer ': given = auth[7:]
-    if hmac.compare_digest(given.encode('latin-1'), self.api_key.encode('utf-8')): return None
-    return 401, "missing or wrong API key: send it in the X-API-Key header"
-
-@patch
-def size_refusal(self:Guard, path:str, headers:Headers) -> tuple[int, str]|None:
-    "413 for a body whose announced size (`Content-Length`) is over its route's limit."
-    size, upload = headers.get('content-length', ''), path == '/ds/upload'
-    limit = self.max_upload if upload else MAX_BODY_BYTES
-    if size.isdigit() and int(size) > limit + (FORM_BYTES if upload else 0):
-        return 413, f"{'upload' if upload else 'request body'} is larger than the {limit:,}-byte limit"
-    return None
+    def size_refusal(self, path:str, headers:Headers) -> tuple[int, str]|None:
+        "413 for a body whose announced size (`Content-Length`) is over its route's limit."
+        size, upload = headers.get('content-length', ''), path == '/ds/upload'
+        limit = self.max_upload if upload else MAX_BODY_BYTES
+        if size.isdigit() and int(size) > limit + (FORM_BYTES if upload else 0):
+            return 413, f"{'upload' if upload else 'request body'} is larger than the {limit:,}-byte limit"
+        return None
 
 # %% ../nbs/10_api.ipynb #b2755ac0
 _key_header = APIKeyHeader(name='X-API-Key', auto_error=False)   # documents the key in /docs; `Guard` checks it

@@ -119,19 +119,15 @@ class CausalSelfAttention(nn.Module):
 
     def new_cache(self, max_len:int): return KVCache(max_len, rolling=self.window is not None)
 
-# %% ../nbs/04_attention.ipynb #84f3b20a
-from fastcore.basics import patch
-
-@patch
-@torch.no_grad()
-def copy_from(self:CausalSelfAttention, mha:MultiHeadAttention):
-    "Load the weights of a lecture-style `MultiHeadAttention` into this fused module."
-    if len(mha.heads) != self.n_head: raise ValueError(f"{len(mha.heads)} heads cannot load into {self.n_head}")
-    for i, name in enumerate(('query', 'key', 'value')):
-        w = torch.cat([getattr(h, name).weight for h in mha.heads], dim=0)  # (n_embed, n_embed)
-        self.c_attn.weight[i*self.n_embed:(i+1)*self.n_embed].copy_(w)
-    self.c_proj.load_state_dict(mha.proj.state_dict())
-    return self
+    @torch.no_grad()
+    def copy_from(self, mha:MultiHeadAttention):
+        "Load the weights of a lecture-style `MultiHeadAttention` into this fused module."
+        if len(mha.heads) != self.n_head: raise ValueError(f"{len(mha.heads)} heads cannot load into {self.n_head}")
+        for i, name in enumerate(('query', 'key', 'value')):
+            w = torch.cat([getattr(h, name).weight for h in mha.heads], dim=0)  # (n_embed, n_embed)
+            self.c_attn.weight[i*self.n_embed:(i+1)*self.n_embed].copy_(w)
+        self.c_proj.load_state_dict(mha.proj.state_dict())
+        return self
 
 # %% ../nbs/04_attention.ipynb #782e268e
 class Rotary(nn.Module):

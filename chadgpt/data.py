@@ -8,7 +8,6 @@ import hashlib, os, urllib.request, urllib.error
 from dataclasses import dataclass
 from pathlib import Path
 import torch
-from fastcore.basics import patch
 from .core import ChadGPTError, NotFoundError, atomic_path, get_home, is_name, safe_join
 from .tokenizer import CharTokenizer
 
@@ -117,37 +116,33 @@ class TextData:
     def __repr__(self):
         return f"TextData({self.name or 'text'}: {len(self.train):,} train + {len(self.val):,} val tokens, vocab {self.vocab_size})"
 
+    def check_block_size(self, block_size:int):
+        "Raise a clear error if either split is too short for one window of `block_size` + 1 tokens."
+        for split in ('train', 'val'):
+            n = len(getattr(self, split))
+            if n < block_size + 1:
+                raise ChadGPTError(f"the {split} split of {self.name or 'the dataset'} has {n} tokens, fewer than "
+                                   f"block_size + 1 = {block_size + 1}; use a smaller block_size or more text")
+
+    def windows(self, data, ix, block_size:int):
+        "The windows of `block_size` tokens of `data` that start at `ix`, and the same shifted by one: `(B, T)` each."
+        offsets = torch.arange(block_size)
+        return data[ix[:, None] + offsets], data[ix[:, None] + offsets + 1]
+
+    def get_batch(self, split:str, batch_size:int, block_size:int, generator=None, device=None):
+        "Inputs `x` and targets `y` (each `(batch_size, block_size)`): random windows of `split` and the same shifted by one."
+        if split not in ('train', 'val'): raise ChadGPTError(f"split must be 'train' or 'val', not {split!r}")
+        self.check_block_size(block_size)
+        data = getattr(self, split)
+        ix = torch.randint(len(data) - block_size, (batch_size,), generator=generator)
+        x, y = self.windows(data, ix, block_size)
+        if device is not None and torch.device(device).type != 'cpu':
+            x, y = x.pin_memory().to(device, non_blocking=True), y.pin_memory().to(device, non_blocking=True)
+        return x, y
+
 # %% ../nbs/02_data.ipynb #368ee79d
 def load_dataset(dataset:str|os.PathLike='shakespeare', home=None, tokenizer:CharTokenizer|None=None,
                  paths:bool=True) -> TextData:
     "Load `dataset` (built-in name, file in `<home>/data`, or, if `paths`, a path) as `TextData`."
     what = None if paths else f"dataset {str(dataset)!r}"
     return TextData(read_text(dataset_path(dataset, home, paths), what), tokenizer, name=str(dataset))
-
-# %% ../nbs/02_data.ipynb #7fa93fce
-@patch
-def check_block_size(self:TextData, block_size:int):
-    "Raise a clear error if either split is too short for one window of `block_size` + 1 tokens."
-    for split in ('train', 'val'):
-        n = len(getattr(self, split))
-        if n < block_size + 1:
-            raise ChadGPTError(f"the {split} split of {self.name or 'the dataset'} has {n} tokens, fewer than "
-                               f"block_size + 1 = {block_size + 1}; use a smaller block_size or more text")
-
-@patch
-def windows(self:TextData, data, ix, block_size:int):
-    "The windows of `block_size` tokens of `data` that start at `ix`, and the same shifted by one: `(B, T)` each."
-    offsets = torch.arange(block_size)
-    return data[ix[:, None] + offsets], data[ix[:, None] + offsets + 1]
-
-@patch
-def get_batch(self:TextData, split:str, batch_size:int, block_size:int, generator=None, device=None):
-    "Inputs `x` and targets `y` (each `(batch_size, block_size)`): random windows of `split` and the same shifted by one."
-    if split not in ('train', 'val'): raise ChadGPTError(f"split must be 'train' or 'val', not {split!r}")
-    self.check_block_size(block_size)
-    data = getattr(self, split)
-    ix = torch.randint(len(data) - block_size, (batch_size,), generator=generator)
-    x, y = self.windows(data, ix, block_size)
-    if device is not None and torch.device(device).type != 'cpu':
-        x, y = x.pin_memory().to(device, non_blocking=True), y.pin_memory().to(device, non_blocking=True)
-    return x, y

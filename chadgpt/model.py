@@ -14,7 +14,7 @@ from .core import ChadGPTError
 from .attention import MultiHeadAttention, CausalSelfAttention, Dropout, Rotary
 
 # %% auto #0
-__all__ = ['head_advice', 'GPTConfig', 'FeedForward', 'make_norm', 'Block', 'GPT', 'check_sampling', 'sample_next', 'GPTCache']
+__all__ = ['PRESETS', 'head_advice', 'GPTConfig', 'FeedForward', 'make_norm', 'Block', 'GPT', 'check_sampling', 'sample_next', 'GPTCache']
 
 # %% ../nbs/05_model.ipynb #b44fd877
 def head_advice(n_embed:int, n_head:int) -> str:
@@ -70,22 +70,33 @@ class GPTConfig:
         if isinstance(self.softcap, bool) or not isinstance(self.softcap, (int, float)) or not 0 <= self.softcap <= 1000:
             raise ChadGPTError(f"softcap must be 0 (off) or a positive number up to 1000, got {self.softcap!r}")
 
-# %% ../nbs/05_model.ipynb #5e7d4dc7
-@patch
-def to_dict(self:GPTConfig) -> dict: return asdict(self)
+    def to_dict(self) -> dict: return asdict(self)
 
-@patch(as_prop=True)
-def padded_vocab(self:GPTConfig) -> int:
-    "Rows of the embedding and the output layer: `vocab_size` rounded up to a multiple of `vocab_multiple`."
-    return -(-self.vocab_size // self.vocab_multiple) * self.vocab_multiple
+    @property
+    def padded_vocab(self) -> int:
+        "Rows of the embedding and the output layer: `vocab_size` rounded up to a multiple of `vocab_multiple`."
+        return -(-self.vocab_size // self.vocab_multiple) * self.vocab_multiple
 
-@patch(cls_method=True)
-def from_dict(cls:GPTConfig, d:dict):
-    "A config from a dict (e.g. JSON); `n_heads` is an alias, unknown keys are an error."
-    known = {f.name for f in fields(cls)} | {'n_heads'}
-    unknown = sorted(set(d) - known)
-    if unknown: raise ChadGPTError(f"unknown model setting(s): {', '.join(unknown)}")
-    return cls(**d)
+    @classmethod
+    def from_dict(cls, d:dict):
+        "A config from a dict (e.g. JSON); `n_heads` is an alias, unknown keys are an error."
+        known = {f.name for f in fields(cls)} | {'n_heads'}
+        unknown = sorted(set(d) - known)
+        if unknown: raise ChadGPTError(f"unknown model setting(s): {', '.join(unknown)}")
+        return cls(**d)
+
+    @classmethod
+    def from_preset(cls, arch:str, **fields):
+        "The model config of preset `arch` (`'lecture'` or `'modern'`, see `PRESETS`), with `fields` on top."
+        if arch not in PRESETS: raise ChadGPTError(f"arch must be {' or '.join(PRESETS)}, got {arch!r}")
+        return cls.from_dict({**PRESETS[arch], **fields})
+
+# %% ../nbs/05_model.ipynb #212d71b0
+PRESETS = {   # the model half of each preset; the training half (optimizer, learning rate) is `chadgpt.train.ARCHS`
+    'lecture': {},
+    'modern': {'rotary': True, 'norm': 'rms', 'qk_norm': True, 'activation': 'relu2', 'zero_init': True,
+               'tie_weights': False, 'softcap': 15.0},
+}
 
 # %% ../nbs/05_model.ipynb #ec622e74
 class FeedForward(nn.Module):
@@ -149,37 +160,33 @@ class GPT(nn.Module):
         if isinstance(m, (nn.Linear, nn.Embedding)): nn.init.normal_(m.weight, 0.0, 0.02)
         if isinstance(m, nn.Linear) and m.bias is not None: nn.init.zeros_(m.bias)
 
-# %% ../nbs/05_model.ipynb #e0671714
-@patch
-def embed(self:GPT, idx, start:int=0):
-    "The blocks' input for tokens `idx` `(B, T)` at positions `start…` `(B, T, C)`, and the rotary angles (or `None`)."
-    B, T = idx.shape
-    if self.rotary is not None: return self.drop(self.token_embedding(idx)), self.rotary(start, T, idx.device)
-    if start + T > self.config.block_size:
-        raise ChadGPTError(f"sequence of {start + T} tokens is longer than block_size {self.config.block_size}")
-    pos = torch.arange(start, start + T, device=idx.device)
-    return self.drop(self.token_embedding(idx) + self.position_embedding(pos)), None
+    def embed(self, idx, start:int=0):
+        "The blocks' input for tokens `idx` `(B, T)` at positions `start…` `(B, T, C)`, and the rotary angles (or `None`)."
+        B, T = idx.shape
+        if self.rotary is not None: return self.drop(self.token_embedding(idx)), self.rotary(start, T, idx.device)
+        if start + T > self.config.block_size:
+            raise ChadGPTError(f"sequence of {start + T} tokens is longer than block_size {self.config.block_size}")
+        pos = torch.arange(start, start + T, device=idx.device)
+        return self.drop(self.token_embedding(idx) + self.position_embedding(pos)), None
 
-@patch
-def forward(self:GPT, idx, targets=None, cache=None):
-    "`(logits, loss)`; with a `cache` (generation's, from the chapter *Making it fast*), `idx` continues the positions it holds."
-    B, T = idx.shape
-    x, rope = self.embed(idx, 0 if cache is None else cache.length)          # (B, T, C)
-    for i, block in enumerate(self.blocks): x = block(x, None if cache is None else cache.layers[i], rope)
-    if cache is not None: cache.length += T
-    logits = self.lm_head(self.ln_f(x))                                      # (B, T, padded_vocab)
-    if self.config.softcap: logits = self.config.softcap * torch.tanh(logits / self.config.softcap)
-    if self.config.padded_vocab > self.config.vocab_size: logits[..., self.config.vocab_size:] = float('-inf')
-    if targets is None: return logits, None
-    return logits, F.cross_entropy(logits.view(B * T, -1), targets.view(B * T))
+    def forward(self, idx, targets=None, cache=None):
+        "`(logits, loss)`; with a `cache` (generation's, from the chapter *Making it fast*), `idx` continues the positions it holds."
+        B, T = idx.shape
+        x, rope = self.embed(idx, 0 if cache is None else cache.length)          # (B, T, C)
+        for i, block in enumerate(self.blocks): x = block(x, None if cache is None else cache.layers[i], rope)
+        if cache is not None: cache.length += T
+        logits = self.lm_head(self.ln_f(x))                                      # (B, T, padded_vocab)
+        if self.config.softcap: logits = self.config.softcap * torch.tanh(logits / self.config.softcap)
+        if self.config.padded_vocab > self.config.vocab_size: logits[..., self.config.vocab_size:] = float('-inf')
+        if targets is None: return logits, None
+        return logits, F.cross_entropy(logits.view(B * T, -1), targets.view(B * T))
 
-@patch
-def num_params(self:GPT, exclude_embeddings:bool=False) -> int:
-    "Number of parameters (shared weights counted once); optionally without the embedding tables."
-    n = sum(p.numel() for p in self.parameters())
-    if exclude_embeddings:
-        n -= self.token_embedding.weight.numel() + (self.position_embedding.weight.numel() if self.position_embedding else 0)
-    return n
+    def num_params(self, exclude_embeddings:bool=False) -> int:
+        "Number of parameters (shared weights counted once); optionally without the embedding tables."
+        n = sum(p.numel() for p in self.parameters())
+        if exclude_embeddings:
+            n -= self.token_embedding.weight.numel() + (self.position_embedding.weight.numel() if self.position_embedding else 0)
+        return n
 
 # %% ../nbs/05_model.ipynb #6777cf3f
 def check_sampling(temperature:float=1.0, top_k:int|None=None, top_p:float|None=None):

@@ -9,7 +9,6 @@ from collections import OrderedDict
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
-from fastcore.basics import patch
 from .core import ChadGPTError, NotFoundError, ConflictError, BusyError, atomic_path, check_name, get_home, safe_join
 from .data import BUILTINS, data_dir, decode_text, read_text, resolve_alias
 from .model import GPTConfig
@@ -19,7 +18,7 @@ from .train import (TrainConfig, TrainingRun, checkpoint_step, load_model, model
                            CONFIG, STATE, TOKENIZER, WEIGHTS)
 
 # %% auto #0
-__all__ = ['TooLargeError', 'DiskFullError', 'Store', 'estimate_train_bytes', 'Job']
+__all__ = ['TooLargeError', 'DiskFullError', 'DatasetStore', 'estimate_train_bytes', 'Job', 'JobStore', 'Store']
 
 # %% ../nbs/09_store.ipynb #9016d57a
 class TooLargeError(ChadGPTError):
@@ -31,20 +30,12 @@ class DiskFullError(ChadGPTError):
 def _builtin_of(filename):
     return next((n for n, b in BUILTINS.items() if b.filename == filename), None)
 
-class Store:
-    "Datasets, trained models and background training jobs under `home`, with limits on what requests may use."
-    def __init__(self, home=None, max_upload_bytes:int=50_000_000, workers:int=1, max_job_bytes:int|None=None,
-                 max_jobs:int=16, max_loaded:int=8, reserve_bytes:int=256 * 2**20, max_token_sets:int=4):
+class DatasetStore:
+    "The datasets under `home` (uploads and built-ins) and their token files, with the limits requests must keep."
+    def __init__(self, home=None, max_upload_bytes:int=50_000_000, reserve_bytes:int=256 * 2**20, max_token_sets:int=4):
         self.home, self.max_upload_bytes = get_home(home), max_upload_bytes
-        self.max_job_bytes, self.max_jobs = max_job_bytes, max_jobs    # memory of jobs running together; jobs queued
-        self.max_loaded, self.reserve_bytes = max_loaded, reserve_bytes  # models kept in memory; disk kept free
-        self.max_token_sets = max_token_sets                             # tokenizations kept per dataset
-        self._tokenizing = threading.BoundedSemaphore(workers)           # requests preparing tokens at once
-        self.jobs: dict[str, Job] = {}
-        self._lock = threading.RLock()
-        self.workers, self._pool = workers, None    # the worker threads start with the first job
-        self._cache: OrderedDict[str, tuple] = OrderedDict()   # least recently used first
-        self._info: dict[str, tuple] = {}                      # dataset name -> (file version, info)
+        self.reserve_bytes, self.max_token_sets = reserve_bytes, max_token_sets   # disk kept free; tokenizations kept per dataset
+        self._info: dict[str, tuple] = {}                                        # dataset name -> (file version, info)
 
     def list_datasets(self) -> list[str]:
         "Built-in dataset names, then the text files in `<home>/data`."
@@ -52,59 +43,66 @@ class Store:
         files = sorted(p.name for p in d.iterdir() if p.is_file() and not p.name.startswith('.')) if d.is_dir() else []
         return list(BUILTINS) + [f for f in files if _builtin_of(f) is None]
 
-# %% ../nbs/09_store.ipynb #eeffacea
-@patch
-def _dataset_file(self:Store, name:str) -> Path:
-    if name in BUILTINS: return data_dir(self.home)/BUILTINS[name].filename
-    p = safe_join(data_dir(self.home), name, 'dataset')
-    if not p.is_file(): raise NotFoundError(f"no dataset named {name!r}")
-    return p
+    def _dataset_file(self, name:str) -> Path:
+        if name in BUILTINS: return data_dir(self.home)/BUILTINS[name].filename
+        p = safe_join(data_dir(self.home), name, 'dataset')
+        if not p.is_file(): raise NotFoundError(f"no dataset named {name!r}")
+        return p
 
-@patch
-def dataset_info(self:Store, name:str) -> dict:
-    "Size, character count and vocabulary of dataset `name` (read once per version of its file)."
-    p = self._dataset_file(name)
-    info = {'name': name, 'builtin': name in BUILTINS, 'downloaded': p.is_file()}
-    if not p.is_file(): return {**info, 'bytes': BUILTINS[name].size, 'characters': None, 'vocab_size': None, 'vocab': None}
-    st = p.stat()
-    version = (st.st_mtime_ns, st.st_size, st.st_ino)
-    if (hit := self._info.get(name)) and hit[0] == version: return hit[1]
-    text = read_text(p, f"dataset {name!r}")
-    vocab = ''.join(sorted(set(text)))
-    info = {**info, 'bytes': st.st_size, 'characters': len(text), 'lines': text.count('\n'), 'vocab_size': len(vocab), 'vocab': vocab}
-    self._info[name] = (version, info)
-    return info
+    def dataset_info(self, name:str) -> dict:
+        "Size, character count and vocabulary of dataset `name` (read once per version of its file)."
+        p = self._dataset_file(name)
+        info = {'name': name, 'builtin': name in BUILTINS, 'downloaded': p.is_file()}
+        if not p.is_file(): return {**info, 'bytes': BUILTINS[name].size, 'characters': None, 'vocab_size': None, 'vocab': None}
+        st = p.stat()
+        version = (st.st_mtime_ns, st.st_size, st.st_ino)
+        if (hit := self._info.get(name)) and hit[0] == version: return hit[1]
+        text = read_text(p, f"dataset {name!r}")
+        vocab = ''.join(sorted(set(text)))
+        info = {**info, 'bytes': st.st_size, 'characters': len(text), 'lines': text.count('\n'), 'vocab_size': len(vocab), 'vocab': vocab}
+        self._info[name] = (version, info)
+        return info
 
-# %% ../nbs/09_store.ipynb #e53d4c85
-@patch
-def save_dataset(self:Store, name:str, chunks, overwrite:bool=False) -> dict:
-    "Store `chunks` (bytes, or an iterable of bytes) as dataset `name`, atomically; returns its info."
-    path = safe_join(data_dir(self.home), name, 'dataset')
-    if name in BUILTINS or _builtin_of(name): raise ConflictError(f"{name!r} is a built-in dataset; pick another name")
-    if path.exists() and not overwrite: raise ConflictError(f"dataset {name!r} already exists; upload with overwrite=true to replace it")
-    path.parent.mkdir(parents=True, exist_ok=True)
-    if (free := shutil.disk_usage(path.parent).free) < self.max_upload_bytes + self.reserve_bytes:
-        raise DiskFullError(f"the server's disk is nearly full ({free / 2**20:,.0f} MiB free); delete datasets or models first")
-    if isinstance(chunks, (bytes, bytearray)): chunks = [chunks]
-    with atomic_path(path) as tmp:
-        size = 0
-        with open(tmp, 'wb') as f:
-            for chunk in chunks:
-                size += len(chunk)
-                if size > self.max_upload_bytes:
-                    raise TooLargeError(f"upload is larger than the {self.max_upload_bytes:,}-byte limit")
-                f.write(chunk)
-        decode_text(Path(tmp).read_bytes(), f"upload {name!r}")   # refuse empty or non-UTF-8 text before it is visible
-    return self.dataset_info(name)
+    def save_dataset(self, name:str, chunks, overwrite:bool=False) -> dict:
+        "Store `chunks` (bytes, or an iterable of bytes) as dataset `name`, atomically; returns its info."
+        path = safe_join(data_dir(self.home), name, 'dataset')
+        if name in BUILTINS or _builtin_of(name): raise ConflictError(f"{name!r} is a built-in dataset; pick another name")
+        if path.exists() and not overwrite: raise ConflictError(f"dataset {name!r} already exists; upload with overwrite=true to replace it")
+        path.parent.mkdir(parents=True, exist_ok=True)
+        if (free := shutil.disk_usage(path.parent).free) < self.max_upload_bytes + self.reserve_bytes:
+            raise DiskFullError(f"the server's disk is nearly full ({free / 2**20:,.0f} MiB free); delete datasets or models first")
+        if isinstance(chunks, (bytes, bytearray)): chunks = [chunks]
+        with atomic_path(path) as tmp:
+            size = 0
+            with open(tmp, 'wb') as f:
+                for chunk in chunks:
+                    size += len(chunk)
+                    if size > self.max_upload_bytes:
+                        raise TooLargeError(f"upload is larger than the {self.max_upload_bytes:,}-byte limit")
+                    f.write(chunk)
+            decode_text(Path(tmp).read_bytes(), f"upload {name!r}")   # refuse empty or non-UTF-8 text before it is visible
+        return self.dataset_info(name)
 
-@patch
-def delete_dataset(self:Store, name:str):
-    "Delete uploaded dataset `name`; built-ins (and their files: offline, the only copy) stay."
-    if name in BUILTINS or _builtin_of(name):
-        raise ConflictError(f"{name!r} is a built-in dataset and cannot be deleted")
-    self._dataset_file(name).unlink(missing_ok=True)
-    self._info.pop(name, None)
-    for folder in token_sets(name, self.home): shutil.rmtree(folder, ignore_errors=True)   # open files stay readable
+    def delete_dataset(self, name:str):
+        "Delete uploaded dataset `name`; built-ins (and their files: offline, the only copy) stay."
+        if name in BUILTINS or _builtin_of(name):
+            raise ConflictError(f"{name!r} is a built-in dataset and cannot be deleted")
+        self._dataset_file(name).unlink(missing_ok=True)
+        self._info.pop(name, None)
+        for folder in token_sets(name, self.home): shutil.rmtree(folder, ignore_errors=True)   # open files stay readable
+
+    def _check_token_room(self, dataset:str):
+        "Refuse to tokenize `dataset` when its token files (at most 4 bytes a character) would eat into the reserve."
+        try: p = self._dataset_file(dataset)
+        except ChadGPTError: return                              # TrainingRun says what is wrong with the name
+        need = 4 * (p.stat().st_size if p.is_file() else BUILTINS[dataset].size) + self.reserve_bytes
+        if (free := shutil.disk_usage(self.home if self.home.exists() else '.').free) < need:
+            raise DiskFullError(f"the server's disk is nearly full ({free / 2**20:,.0f} MiB free); delete datasets or models first")
+
+    def _prune_tokens(self, dataset:str, keep:Path):
+        "Delete `dataset`'s token folders beyond the `max_token_sets` most recently prepared (never `keep`)."
+        for old in [p for p in token_sets(dataset, self.home) if p != keep][self.max_token_sets - 1:]:
+            shutil.rmtree(old, ignore_errors=True)
 
 # %% ../nbs/09_store.ipynb #221ebfc8
 def estimate_train_bytes(m:GPTConfig, batch_size:int) -> int:
@@ -113,22 +111,6 @@ def estimate_train_bytes(m:GPTConfig, batch_size:int) -> int:
     params = L * 12 * C * C + (V + T) * C
     activations = 4 * L * B * T * (24 * C + 4 * m.n_head * T) + 8 * B * T * V   # (B, T, C) and (B, H, T, T) per layer
     return int(16 * params + activations + 256 * 2**20)
-
-# %% ../nbs/09_store.ipynb #d80d3ec4
-@patch
-def _check_token_room(self:Store, dataset:str):
-    "Refuse to tokenize `dataset` when its token files (at most 4 bytes a character) would eat into the reserve."
-    try: p = self._dataset_file(dataset)
-    except ChadGPTError: return                              # TrainingRun says what is wrong with the name
-    need = 4 * (p.stat().st_size if p.is_file() else BUILTINS[dataset].size) + self.reserve_bytes
-    if (free := shutil.disk_usage(self.home if self.home.exists() else '.').free) < need:
-        raise DiskFullError(f"the server's disk is nearly full ({free / 2**20:,.0f} MiB free); delete datasets or models first")
-
-@patch
-def _prune_tokens(self:Store, dataset:str, keep:Path):
-    "Delete `dataset`'s token folders beyond the `max_token_sets` most recently prepared (never `keep`)."
-    for old in [p for p in token_sets(dataset, self.home) if p != keep][self.max_token_sets - 1:]:
-        shutil.rmtree(old, ignore_errors=True)
 
 # %% ../nbs/09_store.ipynb #bde74e9e
 @dataclass
@@ -158,166 +140,168 @@ class Job:
         return {k: getattr(self, k) for k in ('name', 'state', 'step', 'max_iters', 'train_loss', 'val_loss', 'val_bpb', 'loss',
                                               'tokens_per_s', 'eta_s', 'error')} | {'resumable': False}
 
-# %% ../nbs/09_store.ipynb #66d57747
-@patch
-def _check_memory(self:Store, need:int, active:list[Job]):
-    "Refuse a job of `need` bytes that could never fit, or that does not fit beside the jobs that may run with it."
-    if self.max_job_bytes is None: return
-    gib = lambda n: f"{n / 2**30:.1f} GiB"
-    if need > self.max_job_bytes:
-        raise ChadGPTError(f"this model needs about {gib(need)} to train, more than this server allows "
-                           f"({gib(self.max_job_bytes)}); make it smaller")
-    beside = sum(sorted((j.memory for j in active), reverse=True)[:self.workers - 1])   # the largest that can run with it
-    if need + beside > self.max_job_bytes:
-        raise BusyError(f"this model needs about {gib(need)} to train and the jobs that would run beside it "
-                        f"{gib(beside)}, more than the {gib(self.max_job_bytes)} this server allows at once; "
-                        "try again when one finishes", retry_after=60)
-
-@patch
-def _check_room(self:Store, name:str) -> list[Job]:
-    "The jobs queued or running, once it is clear that `name` is not one of them and one more fits in the queue."
-    if (j := self.jobs.get(name)) and j.state in ('queued', 'running'):
-        raise ConflictError(f"model {name!r} is already {j.state}; cancel it first")
-    active = [j for j in self.jobs.values() if j.state in ('queued', 'running')]
-    if len(active) >= self.max_jobs:
-        raise BusyError(f"{len(active)} training jobs are queued or running, the most this server takes; "
-                        "try again when one finishes", retry_after=60)
-    return active
-
-@patch
-def train(self:Store, name:str, model_config:GPTConfig|None=None, train_config:TrainConfig|None=None,
-          dataset:str='shakespeare', resume:bool=False, tokenizer=None) -> Job:
-    "Validate and queue a training job for model `name` (retraining replaces a finished model unless `resume`)."
-    check_name(name)
-    dataset = resolve_alias(dataset, self.home)               # the original ChadGPT's 'shakespeare.txt'
-    with self._lock: self._check_room(name)                  # before any tokenizing
-    self._check_token_room(dataset)
-    # tokenizing (the first time) can take seconds: outside the lock, so generation and other requests go on, and
-    # no more requests at a time than there are workers, so a burst of them cannot take every core
-    if not self._tokenizing.acquire(timeout=5):
-        raise BusyError("other requests are tokenizing datasets; try again in a moment", retry_after=10)
-    try: run = TrainingRun(name, model_config, train_config, dataset, self.home, resume=resume, overwrite=True,
-                           paths=False, tokenizer=tokenizer)
-    finally: self._tokenizing.release()
-    self._prune_tokens(run.dataset, keep=run.data.folder)
-    with self._lock:
-        active = self._check_room(name)                      # again: another request may have got in meanwhile
-        need = estimate_train_bytes(run.model_config, run.train_config.batch_size)
-        self._check_memory(need, active)
-        if not resume: self._cache.pop(name, None)
-        job = self.jobs[name] = Job(name, step=checkpoint_step(run.out) or 0 if resume else 0,
-                                    max_iters=run.train_config.max_iters, memory=need,
-                                    config={'model': run.model_config.to_dict(), 'train': run.train_config.to_dict(),
-                                            'dataset': run.dataset, 'tokenizer': run.data.meta['tokenizer']})
-        if self._pool is None: self._pool = ThreadPoolExecutor(self.workers, thread_name_prefix='chadgpt-train')
-        self._pool.submit(self._run_job, job, run)
-    return job
-
-@patch
-def _run_job(self:Store, job:Job, run:TrainingRun):
-    if job.stop.is_set(): job.state = 'cancelled'; return       # cancelled while queued
-    job.state = 'running'
-    try:
-        run.run(progress=False, callback=job.on_event, stop=job.stop)
-        st = read_json(run.out/STATE)
-        job.state, job.step, job.eta_s = ('cancelled' if st['status'] == 'cancelled' else 'done'), st['step'], None
-        job.train_loss, job.val_loss, job.val_bpb = st.get('train_loss'), st.get('val_loss'), st.get('val_bpb')
-    except BaseException as e:
-        job.state, job.error = 'failed', str(e) if isinstance(e, ChadGPTError) else f"{type(e).__name__}: {e}"
-
 # %% ../nbs/09_store.ipynb #4a3bb549
 _DISK_STATES = {'running': 'failed', 'interrupted': 'failed', 'failed': 'failed', 'cancelled': 'cancelled', 'done': 'done'}
 
-@patch
-def status(self:Store, name:str) -> dict:
-    "The training status of model `name`: state, step, losses, throughput, ETA, and whether it can resume."
-    d = safe_join(models_dir(self.home), name)
-    has_ckpt = (d/WEIGHTS).is_file() and (d/STATE).is_file()
-    if (job := self.jobs.get(name)) is not None:
-        return {**job.status(), 'resumable': job.state in ('failed', 'cancelled') and has_ckpt}
-    if not (d/CONFIG).is_file(): raise NotFoundError(f"no model named {name!r}")
-    st = read_json(d/STATE) if (d/STATE).is_file() else {'status': 'running', 'step': 0}
-    state = _DISK_STATES.get(st.get('status'), 'failed')
-    error = st.get('error') or ("interrupted: training stopped without finishing (server restart or crash)"
-                                if st.get('status') == 'running' else None)
-    step = checkpoint_step(d) if has_ckpt else None   # the weights' step, even if a crash left state.json behind
-    return {'name': name, 'state': state, 'step': st.get('step', 0) if step is None else step, 'max_iters': st.get('max_iters'),
-            'train_loss': st.get('train_loss'), 'val_loss': st.get('val_loss'), 'val_bpb': st.get('val_bpb'), 'loss': None,
-            'tokens_per_s': st.get('tokens_per_s'), 'eta_s': None, 'error': error,
-            'resumable': state in ('failed', 'cancelled') and has_ckpt}
+class JobStore(DatasetStore):
+    "`DatasetStore` plus background training jobs: queued, run by a pool of `workers`, cancelled, and their status."
+    def __init__(self, home=None, max_upload_bytes:int=50_000_000, workers:int=1, max_job_bytes:int|None=None,
+                 max_jobs:int=16, max_loaded:int=8, reserve_bytes:int=256 * 2**20, max_token_sets:int=4):
+        super().__init__(home, max_upload_bytes, reserve_bytes, max_token_sets)
+        self.max_job_bytes, self.max_jobs = max_job_bytes, max_jobs    # memory of jobs running together; jobs queued
+        self._tokenizing = threading.BoundedSemaphore(workers)           # requests preparing tokens at once
+        self.jobs: dict[str, Job] = {}
+        self._lock = threading.RLock()
+        self.workers, self._pool = workers, None                         # the worker threads start with the first job
+        self.max_loaded, self._cache = max_loaded, OrderedDict()         # models kept in memory, least recently used first
 
-@patch
-def cancel(self:Store, name:str, wait:float=5.0) -> dict:
-    "Stop model `name`'s job at its next step (it saves a checkpoint); waits up to `wait` seconds for it."
-    job = self.jobs.get(check_name(name))
-    if job is None or job.state not in ('queued', 'running'):
-        self.status(name)   # 404 for an unknown model
-        raise ConflictError(f"model {name!r} is not training")
-    job.stop.set()
-    if job.state == 'queued': job.state = 'cancelled'
-    deadline = time.monotonic() + wait
-    while job.state == 'running' and time.monotonic() < deadline: time.sleep(0.05)
-    return self.status(name)
+    def _check_memory(self, need:int, active:list[Job]):
+        "Refuse a job of `need` bytes that could never fit, or that does not fit beside the jobs that may run with it."
+        if self.max_job_bytes is None: return
+        gib = lambda n: f"{n / 2**30:.1f} GiB"
+        if need > self.max_job_bytes:
+            raise ChadGPTError(f"this model needs about {gib(need)} to train, more than this server allows "
+                               f"({gib(self.max_job_bytes)}); make it smaller")
+        beside = sum(sorted((j.memory for j in active), reverse=True)[:self.workers - 1])   # the largest that can run with it
+        if need + beside > self.max_job_bytes:
+            raise BusyError(f"this model needs about {gib(need)} to train and the jobs that would run beside it "
+                            f"{gib(beside)}, more than the {gib(self.max_job_bytes)} this server allows at once; "
+                            "try again when one finishes", retry_after=60)
+
+    def _check_room(self, name:str) -> list[Job]:
+        "The jobs queued or running, once it is clear that `name` is not one of them and one more fits in the queue."
+        if (j := self.jobs.get(name)) and j.state in ('queued', 'running'):
+            raise ConflictError(f"model {name!r} is already {j.state}; cancel it first")
+        active = [j for j in self.jobs.values() if j.state in ('queued', 'running')]
+        if len(active) >= self.max_jobs:
+            raise BusyError(f"{len(active)} training jobs are queued or running, the most this server takes; "
+                            "try again when one finishes", retry_after=60)
+        return active
+
+    def train(self, name:str, model_config:GPTConfig|None=None, train_config:TrainConfig|None=None,
+              dataset:str='shakespeare', resume:bool=False, tokenizer=None) -> Job:
+        "Validate and queue a training job for model `name` (retraining replaces a finished model unless `resume`)."
+        check_name(name)
+        dataset = resolve_alias(dataset, self.home)               # the original ChadGPT's 'shakespeare.txt'
+        with self._lock: self._check_room(name)                  # before any tokenizing
+        self._check_token_room(dataset)
+        # tokenizing (the first time) can take seconds: outside the lock, so generation and other requests go on, and
+        # no more requests at a time than there are workers, so a burst of them cannot take every core
+        if not self._tokenizing.acquire(timeout=5):
+            raise BusyError("other requests are tokenizing datasets; try again in a moment", retry_after=10)
+        try: run = TrainingRun(name, model_config, train_config, dataset, self.home, resume=resume, overwrite=True,
+                               paths=False, tokenizer=tokenizer)
+        finally: self._tokenizing.release()
+        self._prune_tokens(run.dataset, keep=run.data.folder)
+        with self._lock:
+            active = self._check_room(name)                      # again: another request may have got in meanwhile
+            need = estimate_train_bytes(run.model_config, run.train_config.batch_size)
+            self._check_memory(need, active)
+            if not resume: self._cache.pop(name, None)
+            job = self.jobs[name] = Job(name, step=checkpoint_step(run.out) or 0 if resume else 0,
+                                        max_iters=run.train_config.max_iters, memory=need,
+                                        config={'model': run.model_config.to_dict(), 'train': run.train_config.to_dict(),
+                                                'dataset': run.dataset, 'tokenizer': run.data.meta['tokenizer']})
+            if self._pool is None: self._pool = ThreadPoolExecutor(self.workers, thread_name_prefix='chadgpt-train')
+            self._pool.submit(self._run_job, job, run)
+        return job
+
+    def _run_job(self, job:Job, run:TrainingRun):
+        if job.stop.is_set(): job.state = 'cancelled'; return       # cancelled while queued
+        job.state = 'running'
+        try:
+            run.run(progress=False, callback=job.on_event, stop=job.stop)
+            st = read_json(run.out/STATE)
+            job.state, job.step, job.eta_s = ('cancelled' if st['status'] == 'cancelled' else 'done'), st['step'], None
+            job.train_loss, job.val_loss, job.val_bpb = st.get('train_loss'), st.get('val_loss'), st.get('val_bpb')
+        except BaseException as e:
+            job.state, job.error = 'failed', str(e) if isinstance(e, ChadGPTError) else f"{type(e).__name__}: {e}"
+
+    def status(self, name:str) -> dict:
+        "The training status of model `name`: state, step, losses, throughput, ETA, and whether it can resume."
+        d = safe_join(models_dir(self.home), name)
+        has_ckpt = (d/WEIGHTS).is_file() and (d/STATE).is_file()
+        if (job := self.jobs.get(name)) is not None:
+            return {**job.status(), 'resumable': job.state in ('failed', 'cancelled') and has_ckpt}
+        if not (d/CONFIG).is_file(): raise NotFoundError(f"no model named {name!r}")
+        st = read_json(d/STATE) if (d/STATE).is_file() else {'status': 'running', 'step': 0}
+        state = _DISK_STATES.get(st.get('status'), 'failed')
+        error = st.get('error') or ("interrupted: training stopped without finishing (server restart or crash)"
+                                    if st.get('status') == 'running' else None)
+        step = checkpoint_step(d) if has_ckpt else None   # the weights' step, even if a crash left state.json behind
+        return {'name': name, 'state': state, 'step': st.get('step', 0) if step is None else step, 'max_iters': st.get('max_iters'),
+                'train_loss': st.get('train_loss'), 'val_loss': st.get('val_loss'), 'val_bpb': st.get('val_bpb'), 'loss': None,
+                'tokens_per_s': st.get('tokens_per_s'), 'eta_s': None, 'error': error,
+                'resumable': state in ('failed', 'cancelled') and has_ckpt}
+
+    def cancel(self, name:str, wait:float=5.0) -> dict:
+        "Stop model `name`'s job at its next step (it saves a checkpoint); waits up to `wait` seconds for it."
+        job = self.jobs.get(check_name(name))
+        if job is None or job.state not in ('queued', 'running'):
+            self.status(name)   # 404 for an unknown model
+            raise ConflictError(f"model {name!r} is not training")
+        job.stop.set()
+        if job.state == 'queued': job.state = 'cancelled'
+        deadline = time.monotonic() + wait
+        while job.state == 'running' and time.monotonic() < deadline: time.sleep(0.05)
+        return self.status(name)
 
 # %% ../nbs/09_store.ipynb #735dd169
-@patch
-def list_models(self:Store) -> list[str]:
-    "Names of all models: trained, training, or stopped."
-    d = models_dir(self.home)
-    on_disk = {p.name for p in d.iterdir() if (p/CONFIG).is_file()} if d.is_dir() else set()
-    return sorted(on_disk | {n for n, j in self.jobs.items() if j.state in ('queued', 'running')})
+class Store(JobStore):
+    "Datasets, trained models and background training jobs under `home`, with limits on what requests may use."
+    def list_models(self) -> list[str]:
+        "Names of all models: trained, training, or stopped."
+        d = models_dir(self.home)
+        on_disk = {p.name for p in d.iterdir() if (p/CONFIG).is_file()} if d.is_dir() else set()
+        return sorted(on_disk | {n for n, j in self.jobs.items() if j.state in ('queued', 'running')})
 
-@patch
-def model_info(self:Store, name:str) -> dict:
-    "Config, tokenizer, metrics and status of model `name`."
-    status = self.status(name)
-    d = safe_join(models_dir(self.home), name)
-    job = self.jobs.get(name)
-    active = job is not None and job.state in ('queued', 'running')
-    try:
-        cfg = job.config if active else read_json(d/CONFIG) if (d/CONFIG).is_file() else None
-        tok = read_json(d/TOKENIZER) if (d/TOKENIZER).is_file() else None
-        metrics = read_metrics(d) if (d/CONFIG).is_file() else []
-    except (ChadGPTError, OSError):            # deleted or replaced while we read it
-        raise ConflictError(f"model {name!r} changed while it was being read (retrained or deleted); try again") from None
-    return {'name': name, 'config': cfg, 'tokenizer': tok and describe_tokenizer(tok), 'metrics': metrics, 'status': status}
-
-@patch
-def delete_model(self:Store, name:str):
-    "Delete model `name` (not while it is training)."
-    with self._lock:                           # no job can start on it meanwhile
-        st = self.status(name)
-        if st['state'] in ('queued', 'running'): raise ConflictError(f"model {name!r} is {st['state']}; cancel it first")
+    def model_info(self, name:str) -> dict:
+        "Config, tokenizer, metrics and status of model `name`."
+        status = self.status(name)
         d = safe_join(models_dir(self.home), name)
-        if d.exists():
-            trash = d.with_name(f'.deleting-{name}-{uuid.uuid4().hex[:8]}')
-            os.replace(d, trash)
-            shutil.rmtree(trash, ignore_errors=True)
-        self.jobs.pop(name, None); self._cache.pop(name, None)
-
-@patch
-def load(self:Store, name:str, device='cpu'):
-    "`(model, tokenizer)` of model `name`, cached (the `max_loaded` most recent) until its weights change."
-    d = safe_join(models_dir(self.home), name)
-    if not (d/CONFIG).is_file() and name not in self.jobs: raise NotFoundError(f"no model named {name!r}")
-    if not (d/WEIGHTS).is_file(): raise ConflictError(f"model {name!r} has no checkpoint yet; try again in a moment")
-    with self._lock:
+        job = self.jobs.get(name)
+        active = job is not None and job.state in ('queued', 'running')
         try:
-            key = ((d/WEIGHTS).stat().st_mtime_ns, str(device))
-            hit = self._cache.get(name)
-            if hit is None or hit[0] != key: hit = (key, *load_model(d, device=device))
-        except Exception as e:                 # deleted or retrained between the checks and the read, or damaged
-            what = "changed while it was being loaded (retrained or deleted)" if not (d/WEIGHTS).is_file() else \
-                   f"could not be loaded ({type(e).__name__})"
-            raise ConflictError(f"model {name!r} {what}; try again, or retrain it") from None
-        self._cache[name] = hit
-        self._cache.move_to_end(name)
-        while len(self._cache) > self.max_loaded: self._cache.popitem(last=False)
-    return hit[1], hit[2]
+            cfg = job.config if active else read_json(d/CONFIG) if (d/CONFIG).is_file() else None
+            tok = read_json(d/TOKENIZER) if (d/TOKENIZER).is_file() else None
+            metrics = read_metrics(d) if (d/CONFIG).is_file() else []
+        except (ChadGPTError, OSError):            # deleted or replaced while we read it
+            raise ConflictError(f"model {name!r} changed while it was being read (retrained or deleted); try again") from None
+        return {'name': name, 'config': cfg, 'tokenizer': tok and describe_tokenizer(tok), 'metrics': metrics, 'status': status}
 
-@patch
-def shutdown(self:Store, wait:bool=True):
-    "Stop every job at its next step (each saves a checkpoint) and wait for them."
-    for j in list(self.jobs.values()): j.stop.set()
-    with self._lock: pool, self._pool = self._pool, None      # a later job starts a fresh pool
-    if pool is not None: pool.shutdown(wait=wait, cancel_futures=True)
+    def delete_model(self, name:str):
+        "Delete model `name` (not while it is training)."
+        with self._lock:                           # no job can start on it meanwhile
+            st = self.status(name)
+            if st['state'] in ('queued', 'running'): raise ConflictError(f"model {name!r} is {st['state']}; cancel it first")
+            d = safe_join(models_dir(self.home), name)
+            if d.exists():
+                trash = d.with_name(f'.deleting-{name}-{uuid.uuid4().hex[:8]}')
+                os.replace(d, trash)
+                shutil.rmtree(trash, ignore_errors=True)
+            self.jobs.pop(name, None); self._cache.pop(name, None)
+
+    def load(self, name:str, device='cpu'):
+        "`(model, tokenizer)` of model `name`, cached (the `max_loaded` most recent) until its weights change."
+        d = safe_join(models_dir(self.home), name)
+        if not (d/CONFIG).is_file() and name not in self.jobs: raise NotFoundError(f"no model named {name!r}")
+        if not (d/WEIGHTS).is_file(): raise ConflictError(f"model {name!r} has no checkpoint yet; try again in a moment")
+        with self._lock:
+            try:
+                key = ((d/WEIGHTS).stat().st_mtime_ns, str(device))
+                hit = self._cache.get(name)
+                if hit is None or hit[0] != key: hit = (key, *load_model(d, device=device))
+            except Exception as e:                 # deleted or retrained between the checks and the read, or damaged
+                what = "changed while it was being loaded (retrained or deleted)" if not (d/WEIGHTS).is_file() else \
+                       f"could not be loaded ({type(e).__name__})"
+                raise ConflictError(f"model {name!r} {what}; try again, or retrain it") from None
+            self._cache[name] = hit
+            self._cache.move_to_end(name)
+            while len(self._cache) > self.max_loaded: self._cache.popitem(last=False)
+        return hit[1], hit[2]
+
+    def shutdown(self, wait:bool=True):
+        "Stop every job at its next step (each saves a checkpoint) and wait for them."
+        for j in list(self.jobs.values()): j.stop.set()
+        with self._lock: pool, self._pool = self._pool, None      # a later job starts a fresh pool
+        if pool is not None: pool.shutdown(wait=wait, cancel_futures=True)

@@ -6,13 +6,14 @@
 from __future__ import annotations
 import json
 from pathlib import Path
-from fastcore.basics import patch
 from .core import ChadGPTError, atomic_write
 
 # %% auto #0
 __all__ = ['CharTokenizer']
 
 # %% ../nbs/01_tokenizer.ipynb #0d88e095
+def _describe(c): return f"{c!r} (U+{ord(c):04X})"
+
 class CharTokenizer:
     "Map each character of a fixed vocabulary to its index, and back."
     def __init__(self, chars):
@@ -35,42 +36,34 @@ class CharTokenizer:
     def __repr__(self): return f"CharTokenizer(vocab_size={self.vocab_size})"
     def __eq__(self, other): return isinstance(other, CharTokenizer) and self.chars == other.chars
 
-# %% ../nbs/01_tokenizer.ipynb #f8ccf6b4
-def _describe(c): return f"{c!r} (U+{ord(c):04X})"
+    def encode(self, text:str) -> list[int]:
+        "The token ids of `text`; an unknown character is an error naming it and its position."
+        try: return [self.stoi[c] for c in text]
+        except KeyError as e:
+            i = next(i for i, c in enumerate(text) if c not in self.stoi)
+            raise ChadGPTError(f"character {_describe(text[i])} at position {i} is not in the vocabulary "
+                               f"of {self.vocab_size} characters") from None
 
-@patch
-def encode(self:CharTokenizer, text:str) -> list[int]:
-    "The token ids of `text`; an unknown character is an error naming it and its position."
-    try: return [self.stoi[c] for c in text]
-    except KeyError as e:
-        i = next(i for i, c in enumerate(text) if c not in self.stoi)
-        raise ChadGPTError(f"character {_describe(text[i])} at position {i} is not in the vocabulary "
-                           f"of {self.vocab_size} characters") from None
+    def decode(self, ids) -> str:
+        "The text for token ids `ids` (a list of ints or a 1-D tensor)."
+        ids = ids.tolist() if hasattr(ids, 'tolist') else list(ids)
+        bad = [i for i in ids if not 0 <= i < self.vocab_size]
+        if bad: raise ChadGPTError(f"token id {bad[0]} is outside the vocabulary (0..{self.vocab_size-1})")
+        return ''.join(self.chars[i] for i in ids)
 
-@patch
-def decode(self:CharTokenizer, ids) -> str:
-    "The text for token ids `ids` (a list of ints or a 1-D tensor)."
-    ids = ids.tolist() if hasattr(ids, 'tolist') else list(ids)
-    bad = [i for i in ids if not 0 <= i < self.vocab_size]
-    if bad: raise ChadGPTError(f"token id {bad[0]} is outside the vocabulary (0..{self.vocab_size-1})")
-    return ''.join(self.chars[i] for i in ids)
+    def to_dict(self) -> dict: return {'type': 'character', 'chars': self.chars}
 
-# %% ../nbs/01_tokenizer.ipynb #b33bbd46
-@patch
-def to_dict(self:CharTokenizer) -> dict: return {'type': 'character', 'chars': self.chars}
+    def save(self, path):
+        "Write the tokenizer to `path` as JSON, atomically."
+        atomic_write(path, json.dumps(self.to_dict(), ensure_ascii=False))
 
-@patch
-def save(self:CharTokenizer, path):
-    "Write the tokenizer to `path` as JSON, atomically."
-    atomic_write(path, json.dumps(self.to_dict(), ensure_ascii=False))
-
-@patch(cls_method=True)
-def load(cls:CharTokenizer, path):
-    "The tokenizer saved at `path`."
-    path = Path(path)
-    try: d = json.loads(path.read_text(encoding='utf-8'))
-    except FileNotFoundError: raise ChadGPTError(f"no tokenizer file at {path}") from None
-    except (ValueError, UnicodeDecodeError) as e: raise ChadGPTError(f"{path} is not a valid tokenizer file ({e})") from None
-    if not isinstance(d, dict) or d.get('type') != 'character' or not isinstance(d.get('chars'), list):
-        raise ChadGPTError(f"{path} is not a character tokenizer file")
-    return cls(d['chars'])
+    @classmethod
+    def load(cls, path):
+        "The tokenizer saved at `path`."
+        path = Path(path)
+        try: d = json.loads(path.read_text(encoding='utf-8'))
+        except FileNotFoundError: raise ChadGPTError(f"no tokenizer file at {path}") from None
+        except (ValueError, UnicodeDecodeError) as e: raise ChadGPTError(f"{path} is not a valid tokenizer file ({e})") from None
+        if not isinstance(d, dict) or d.get('type') != 'character' or not isinstance(d.get('chars'), list):
+            raise ChadGPTError(f"{path} is not a character tokenizer file")
+        return cls(d['chars'])

@@ -9,7 +9,6 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Iterable
 import regex, tiktoken
-from fastcore.basics import patch
 from .core import ChadGPTError, atomic_write
 from .tokenizer import CharTokenizer
 
@@ -71,20 +70,17 @@ class WordTokenizer(Tokenizer):
     def vocab_size(self) -> int: return len(self.words)
     def to_dict(self) -> dict: return {'type': 'word', 'words': self.words}
 
-# %% ../nbs/13_tokenizers.ipynb #f2d1452d
-@patch
-def encode(self:WordTokenizer, text:str) -> list[int]:
-    "The token ids of `text`; a word outside the vocabulary is an error naming it and its position."
-    try: return [self.stoi[w] for w in split_words(text)]
-    except KeyError:
-        m = next(m for m in _WORD_RE.finditer(text) if m.group() not in self.stoi)
-        raise ChadGPTError(f"word {m.group()!r} at position {m.start()} is not in the vocabulary of "
-                           f"{self.vocab_size:,} words") from None
+    def encode(self, text:str) -> list[int]:
+        "The token ids of `text`; a word outside the vocabulary is an error naming it and its position."
+        try: return [self.stoi[w] for w in split_words(text)]
+        except KeyError:
+            m = next(m for m in _WORD_RE.finditer(text) if m.group() not in self.stoi)
+            raise ChadGPTError(f"word {m.group()!r} at position {m.start()} is not in the vocabulary of "
+                               f"{self.vocab_size:,} words") from None
 
-@patch
-def decode(self:WordTokenizer, ids) -> str:
-    "The text for token ids `ids`."
-    return ''.join(self.words[i] for i in check_ids(ids, self.vocab_size))
+    def decode(self, ids) -> str:
+        "The text for token ids `ids`."
+        return ''.join(self.words[i] for i in check_ids(ids, self.vocab_size))
 
 # %% ../nbs/13_tokenizers.ipynb #fda920f8
 GPT4_PATTERN = (r"'(?i:[sdmt]|ll|ve|re)|[^\r\n\p{L}\p{N}]?+\p{L}+|\p{N}{1,3}| ?[^\s\p{L}\p{N}]++[\r\n]*|\s*[\r\n]|"

@@ -9,7 +9,6 @@ from contextlib import nullcontext
 from dataclasses import dataclass, asdict, fields, replace
 from pathlib import Path
 import torch
-from fastcore.basics import patch
 from safetensors.torch import save_file, load_file, save_model, load_model as _load_weights
 from safetensors import safe_open
 from torch.nn.parallel import DistributedDataParallel
@@ -18,11 +17,11 @@ from .core import ChadGPTError, NotFoundError, ConflictError, atomic_path, atomi
 from .tokenizers import TokenizerSpec, load_tokenizer, spec_of
 from .data import BUILTINS, TextData, data_name, dataset_path, resolve_alias
 from .tokens import bits_per_byte, prepare
-from .model import GPT, GPTConfig
+from .model import GPT, GPTConfig, PRESETS
 from .distributed import World, any_rank, barrier, share, world
 
 # %% auto #0
-__all__ = ['CONFIG', 'TOKENIZER', 'WEIGHTS', 'OPTIMIZER', 'STATE', 'METRICS', 'ARCHS', 'DEFAULT_ARCH', 'TrainConfig', 'get_lr', 'newton_schulz', 'Muon', 'Optimizers', 'resolve_device', 'configure_optimizer', 'cpu_has_bf16', 'resolve_dtype', 'autocast', 'estimate_loss', 'models_dir', 'list_models', 'model_dir', 'read_json', 'read_metrics', 'TrainingRun', 'saved_configs', 'arch_configs', 'train_step', 'load_weights_into', 'train', 'load_model', 'NEXT_OPTIMIZER', 'save_weights', 'checkpoint_step']
+__all__ = ['CONFIG', 'TOKENIZER', 'WEIGHTS', 'OPTIMIZER', 'STATE', 'METRICS', 'TRAIN_PRESETS', 'ARCHS', 'DEFAULT_ARCH', 'TrainConfig', 'get_lr', 'newton_schulz', 'Muon', 'Optimizers', 'resolve_device', 'configure_optimizer', 'cpu_has_bf16', 'resolve_dtype', 'autocast', 'estimate_loss', 'models_dir', 'list_models', 'model_dir', 'read_json', 'read_metrics', 'load_weights_into', 'train', 'TrainingRun', 'saved_configs', 'arch_configs', 'train_step', 'load_model', 'NEXT_OPTIMIZER', 'save_weights', 'checkpoint_step']
 
 # %% ../nbs/06_train.ipynb #491fb407
 def _check(obj, k, integer=False, lo=None, hi=None, lo_open=False, hi_open=False):
@@ -259,6 +258,22 @@ def _fine_tune_base(name, home, model_config, tokenizer):
         raise ChadGPTError(f"fine-tuning keeps the tokenizer of {name!r} ({spec_of(tok)})")
     return mcfg, tok
 
+def load_weights_into(model:GPT, path, device='cpu'):
+    "Load saved weights into `model`, cropping the position table to its `block_size` (fine-tuning on shorter windows)."
+    sd = load_file(path, device=str(device))
+    if 'position_embedding.weight' in sd: sd['position_embedding.weight'] = sd['position_embedding.weight'][:model.config.block_size]
+    missing, unexpected = model.load_state_dict(sd, strict=False)
+    tied = {'lm_head.weight', 'token_embedding.weight'} if model.config.tie_weights else set()
+    if unexpected or set(missing) - tied:
+        raise ChadGPTError(f"{path} does not fit the model: missing {sorted(set(missing) - tied)[:4]}, unexpected {unexpected[:4]}")
+
+def train(name:str, model_config:GPTConfig|None=None, train_config:TrainConfig|None=None, dataset=None, home=None,
+          resume:bool=False, overwrite:bool=False, progress:bool=True, callback=None, stop=None, log_interval:int=10,
+          paths:bool=True, tokenizer=None, init_from=None) -> Path:
+    "Train (or resume) model `name` on `dataset` with `tokenizer` (default `char`), saving it in `<home>/models/<name>`."
+    run = TrainingRun(name, model_config, train_config, dataset, home, resume, overwrite, paths, tokenizer, progress, init_from)
+    return run.run(progress, callback, stop, log_interval)
+
 class TrainingRun:
     "A validated, ready-to-start training run: configs checked, tokens prepared; the model folder is untouched before `run`."
     def __init__(self, name:str, model_config:GPTConfig|None=None, train_config:TrainConfig|None=None, dataset=None,
@@ -300,6 +315,88 @@ class TrainingRun:
         self.data.check_block_size(self.model_config.block_size)
         self.dataset = _dataset_ref(dataset, home)
 
+    def run(self, progress:bool=True, callback=None, stop=None, log_interval:int=10) -> Path:
+        "Train until `max_iters` (or until `stop` is set, on any rank), checkpointing as it goes; returns the model folder."
+        out, tcfg, device, w = self.out, self.train_config, self.device, self.world
+        torch.manual_seed(tcfg.seed)
+        self.model = model = GPT(self.model_config).to(device)
+        if self.init_from is not None: load_weights_into(model, self.init_from, device)   # before a rerun replaces the folder
+        self.opt, self.gen = configure_optimizer(model, tcfg, device), torch.Generator().manual_seed(tcfg.seed)
+        barrier(w)                               # every rank has checked its request before rank 0 changes the folder
+        if w.main: self._open_folder()
+        barrier(w)
+        start, prev = (_restore_checkpoint(out, model, self.opt, self.gen, device), read_json(out/STATE)) if self.resume else (0, {})
+        self.state = {'status': 'running', 'step': start, 'max_iters': tcfg.max_iters, 'train_loss': prev.get('train_loss'),
+                      'val_loss': prev.get('val_loss'), 'val_bpb': prev.get('val_bpb'), 'elapsed_s': prev.get('elapsed_s', 0.0),
+                      'device': str(device), 'dtype': str(self.dtype).removeprefix('torch.'), 'processes': w.size}
+        if w.main: atomic_write(out/STATE, json.dumps(self.state, indent=1))
+        self.net = torch.compile(model) if tcfg.compile else model       # what evaluates (and trains, in one process)
+        self.train_net = self.net if w.size == 1 else DistributedDataParallel(
+            self.net, device_ids=[device.index] if device.type == 'cuda' else None)
+        return self._loop(start, progress and w.main, callback, stop, log_interval)
+
+    def _open_folder(self):
+        "Rank 0's part of starting: replace the folder of a fresh run, tidy a crashed one, write the config and tokenizer."
+        out = self.out
+        if not self.resume and out.exists(): shutil.rmtree(out)   # a fresh run replaces the old model only now
+        out.mkdir(parents=True, exist_ok=True)
+        for tmp in out.glob('.*.tmp'): tmp.unlink()                # left by a process killed mid-write
+        if self.resume: checkpoint_step(out, repair=True)          # finish a save a crash interrupted, before any rank reads
+        else: self.data.tokenizer.save(out/TOKENIZER)
+        atomic_write(out/CONFIG, json.dumps({'model': self.model_config.to_dict(), 'train': self.train_config.to_dict(),
+                                             'dataset': self.dataset, 'tokenizer': str(spec_of(self.data.tokenizer)),
+                                             **({'init_from': self.init_from.parent.name} if self.init_from else {})}, indent=1))
+
+    def _loop(self, start:int, progress:bool, callback, stop, log_interval:int) -> Path:
+        out, data, tcfg, device, w, state = self.out, self.data, self.train_config, self.device, self.world, self.state
+        step, t_start, elapsed0 = start, time.perf_counter(), state['elapsed_s']
+        tokens_per_step = tcfg.batch_size * tcfg.grad_accum * w.size * self.model_config.block_size
+        t_log, s_log = t_start, start
+        tpb = getattr(data, 'tokens_per_byte', None)          # token files know it; an in-memory TextData does not
+        bar = tqdm(total=tcfg.max_iters, initial=start, desc=out.name, disable=not progress, unit='step', mininterval=0.5)
+        def save(status):
+            state.update(status=status, step=step, elapsed_s=round(elapsed0 + time.perf_counter() - t_start, 3))
+            if w.main: _save_checkpoint(out, self.model, self.opt, self.gen, state)
+        try:
+            while True:
+                if (step % tcfg.eval_interval == 0 or step == tcfg.max_iters) and not (self.resume and step == start):
+                    losses = estimate_loss(self.net, data, tcfg.batch_size, tcfg.eval_iters, tcfg.seed, device,
+                                           stop if w.size == 1 else None, self.dtype)   # ranks must not part mid-way
+                    if losses is None:
+                        save('cancelled'); break
+                    if not all(map(math.isfinite, losses.values())): _diverged(step, tcfg)
+                    record = {'step': step, 'train_loss': round(losses['train'], 5), 'val_loss': round(losses['val'], 5),
+                              'val_bpb': round(bits_per_byte(losses['val'], tpb), 5) if tpb else None,
+                              'lr': get_lr(step, tcfg), 'elapsed_s': round(elapsed0 + time.perf_counter() - t_start, 3)}
+                    if w.main: _append_metrics(out, record, step)
+                    state.update(train_loss=record['train_loss'], val_loss=record['val_loss'], val_bpb=record['val_bpb'])
+                    save('done' if step >= tcfg.max_iters else 'running')
+                    bar.set_postfix(train=f"{losses['train']:.4f}", val=f"{losses['val']:.4f}", bpb=f"{record['val_bpb'] or 0:.3f}")
+                    if callback: callback({'event': 'eval', 'max_iters': tcfg.max_iters, **record})
+                if step >= tcfg.max_iters: break
+                if any_rank(stop is not None and stop.is_set(), w, device):   # every rank stops at the same step
+                    save('cancelled'); break
+                loss, lr = _train_step(self.train_net, self.opt, data, tcfg, step, self.gen, device, self.dtype, w,
+                                       self.model_config.block_size)
+                step += 1
+                bar.update()
+                if step % log_interval == 0 or step == tcfg.max_iters:
+                    if not math.isfinite(loss_value := loss.item()): _diverged(step, tcfg)
+                    now = time.perf_counter()
+                    tps = (step - s_log) * tokens_per_step / max(now - t_log, 1e-9)
+                    eta = (tcfg.max_iters - step) * tokens_per_step / max(tps, 1e-9)
+                    t_log, s_log, state['tokens_per_s'] = now, step, round(tps, 1)
+                    if callback: callback({'event': 'step', 'step': step, 'max_iters': tcfg.max_iters, 'loss': loss_value,
+                                           'lr': lr, 'tokens_per_s': tps, 'eta_s': eta})
+        except BaseException as e:
+            if w.main:
+                st = {**read_json(out/STATE), 'status': 'interrupted' if isinstance(e, KeyboardInterrupt) else 'failed',
+                      'error': f"{type(e).__name__}: {e}"}
+                atomic_write(out/STATE, json.dumps(st, indent=1))   # weights stay at the last checkpoint
+            raise
+        finally: bar.close()
+        return out
+
 # %% ../nbs/06_train.ipynb #ab01b8c2
 def saved_configs(name, home=None, model_overrides:dict|None=None, train_overrides:dict|None=None):
     "The saved `(GPTConfig, TrainConfig)` of model `name`, with the given settings replaced."
@@ -308,20 +405,15 @@ def saved_configs(name, home=None, model_overrides:dict|None=None, train_overrid
             TrainConfig.from_dict({**saved['train'], **(train_overrides or {})}))
 
 # %% ../nbs/06_train.ipynb #9bd28654
-ARCHS = {
-    'lecture': ({}, {}),
-    'modern': ({'rotary': True, 'norm': 'rms', 'qk_norm': True, 'activation': 'relu2', 'zero_init': True,
-                'tie_weights': False, 'softcap': 15.0},
-               {'optimizer': 'muon', 'learning_rate': 4e-3, 'warmup_iters': 20, 'max_iters': 1000}),
-}
+TRAIN_PRESETS = {'lecture': {}, 'modern': {'optimizer': 'muon', 'learning_rate': 4e-3, 'warmup_iters': 20, 'max_iters': 1000}}
+ARCHS = {arch: (PRESETS[arch], TRAIN_PRESETS[arch]) for arch in PRESETS}   # (model settings, training settings)
 DEFAULT_ARCH = 'modern'
 
 def arch_configs(arch:str|None=None, model:dict|None=None, train:dict|None=None) -> tuple[GPTConfig, TrainConfig]:
     "The `(GPTConfig, TrainConfig)` of preset `arch` (default `DEFAULT_ARCH`), with the `model` and `train` settings on top."
     arch = arch or DEFAULT_ARCH
     if arch not in ARCHS: raise ChadGPTError(f"arch must be {' or '.join(ARCHS)}, got {arch!r}")
-    m, t = ARCHS[arch]
-    return GPTConfig.from_dict({**m, **(model or {})}), TrainConfig.from_dict({**t, **(train or {})})
+    return GPTConfig.from_preset(arch, **(model or {})), TrainConfig.from_dict({**TRAIN_PRESETS[arch], **(train or {})})
 
 # %% ../nbs/06_train.ipynb #e3e940ff
 def train_step(model, opt, x, y, device, dtype=torch.float32, grad_clip:float=1.0):
@@ -363,109 +455,6 @@ def _append_metrics(out, record, step):
 def _diverged(step, tcfg):
     raise ChadGPTError(f"training diverged: the loss is not finite at step {step}; retrain with a learning_rate below "
                        f"{tcfg.learning_rate:g} (the last good checkpoint is kept)")
-
-# %% ../nbs/06_train.ipynb #316dab09
-def load_weights_into(model:GPT, path, device='cpu'):
-    "Load saved weights into `model`, cropping the position table to its `block_size` (fine-tuning on shorter windows)."
-    sd = load_file(path, device=str(device))
-    if 'position_embedding.weight' in sd: sd['position_embedding.weight'] = sd['position_embedding.weight'][:model.config.block_size]
-    missing, unexpected = model.load_state_dict(sd, strict=False)
-    tied = {'lm_head.weight', 'token_embedding.weight'} if model.config.tie_weights else set()
-    if unexpected or set(missing) - tied:
-        raise ChadGPTError(f"{path} does not fit the model: missing {sorted(set(missing) - tied)[:4]}, unexpected {unexpected[:4]}")
-
-@patch
-def run(self:TrainingRun, progress:bool=True, callback=None, stop=None, log_interval:int=10) -> Path:
-    "Train until `max_iters` (or until `stop` is set, on any rank), checkpointing as it goes; returns the model folder."
-    out, tcfg, device, w = self.out, self.train_config, self.device, self.world
-    torch.manual_seed(tcfg.seed)
-    self.model = model = GPT(self.model_config).to(device)
-    if self.init_from is not None: load_weights_into(model, self.init_from, device)   # before a rerun replaces the folder
-    self.opt, self.gen = configure_optimizer(model, tcfg, device), torch.Generator().manual_seed(tcfg.seed)
-    barrier(w)                               # every rank has checked its request before rank 0 changes the folder
-    if w.main: self._open_folder()
-    barrier(w)
-    start, prev = (_restore_checkpoint(out, model, self.opt, self.gen, device), read_json(out/STATE)) if self.resume else (0, {})
-    self.state = {'status': 'running', 'step': start, 'max_iters': tcfg.max_iters, 'train_loss': prev.get('train_loss'),
-                  'val_loss': prev.get('val_loss'), 'val_bpb': prev.get('val_bpb'), 'elapsed_s': prev.get('elapsed_s', 0.0),
-                  'device': str(device), 'dtype': str(self.dtype).removeprefix('torch.'), 'processes': w.size}
-    if w.main: atomic_write(out/STATE, json.dumps(self.state, indent=1))
-    self.net = torch.compile(model) if tcfg.compile else model       # what evaluates (and trains, in one process)
-    self.train_net = self.net if w.size == 1 else DistributedDataParallel(
-        self.net, device_ids=[device.index] if device.type == 'cuda' else None)
-    return self._loop(start, progress and w.main, callback, stop, log_interval)
-
-@patch
-def _open_folder(self:TrainingRun):
-    "Rank 0's part of starting: replace the folder of a fresh run, tidy a crashed one, write the config and tokenizer."
-    out = self.out
-    if not self.resume and out.exists(): shutil.rmtree(out)   # a fresh run replaces the old model only now
-    out.mkdir(parents=True, exist_ok=True)
-    for tmp in out.glob('.*.tmp'): tmp.unlink()                # left by a process killed mid-write
-    if self.resume: checkpoint_step(out, repair=True)          # finish a save a crash interrupted, before any rank reads
-    else: self.data.tokenizer.save(out/TOKENIZER)
-    atomic_write(out/CONFIG, json.dumps({'model': self.model_config.to_dict(), 'train': self.train_config.to_dict(),
-                                         'dataset': self.dataset, 'tokenizer': str(spec_of(self.data.tokenizer)),
-                                         **({'init_from': self.init_from.parent.name} if self.init_from else {})}, indent=1))
-
-def train(name:str, model_config:GPTConfig|None=None, train_config:TrainConfig|None=None, dataset=None, home=None,
-          resume:bool=False, overwrite:bool=False, progress:bool=True, callback=None, stop=None, log_interval:int=10,
-          paths:bool=True, tokenizer=None, init_from=None) -> Path:
-    "Train (or resume) model `name` on `dataset` with `tokenizer` (default `char`), saving it in `<home>/models/<name>`."
-    run = TrainingRun(name, model_config, train_config, dataset, home, resume, overwrite, paths, tokenizer, progress, init_from)
-    return run.run(progress, callback, stop, log_interval)
-
-# %% ../nbs/06_train.ipynb #ba3e1cb5
-@patch
-def _loop(self:TrainingRun, start:int, progress:bool, callback, stop, log_interval:int) -> Path:
-    out, data, tcfg, device, w, state = self.out, self.data, self.train_config, self.device, self.world, self.state
-    step, t_start, elapsed0 = start, time.perf_counter(), state['elapsed_s']
-    tokens_per_step = tcfg.batch_size * tcfg.grad_accum * w.size * self.model_config.block_size
-    t_log, s_log = t_start, start
-    tpb = getattr(data, 'tokens_per_byte', None)          # token files know it; an in-memory TextData does not
-    bar = tqdm(total=tcfg.max_iters, initial=start, desc=out.name, disable=not progress, unit='step', mininterval=0.5)
-    def save(status):
-        state.update(status=status, step=step, elapsed_s=round(elapsed0 + time.perf_counter() - t_start, 3))
-        if w.main: _save_checkpoint(out, self.model, self.opt, self.gen, state)
-    try:
-        while True:
-            if (step % tcfg.eval_interval == 0 or step == tcfg.max_iters) and not (self.resume and step == start):
-                losses = estimate_loss(self.net, data, tcfg.batch_size, tcfg.eval_iters, tcfg.seed, device,
-                                       stop if w.size == 1 else None, self.dtype)   # ranks must not part mid-way
-                if losses is None:
-                    save('cancelled'); break
-                if not all(map(math.isfinite, losses.values())): _diverged(step, tcfg)
-                record = {'step': step, 'train_loss': round(losses['train'], 5), 'val_loss': round(losses['val'], 5),
-                          'val_bpb': round(bits_per_byte(losses['val'], tpb), 5) if tpb else None,
-                          'lr': get_lr(step, tcfg), 'elapsed_s': round(elapsed0 + time.perf_counter() - t_start, 3)}
-                if w.main: _append_metrics(out, record, step)
-                state.update(train_loss=record['train_loss'], val_loss=record['val_loss'], val_bpb=record['val_bpb'])
-                save('done' if step >= tcfg.max_iters else 'running')
-                bar.set_postfix(train=f"{losses['train']:.4f}", val=f"{losses['val']:.4f}", bpb=f"{record['val_bpb'] or 0:.3f}")
-                if callback: callback({'event': 'eval', 'max_iters': tcfg.max_iters, **record})
-            if step >= tcfg.max_iters: break
-            if any_rank(stop is not None and stop.is_set(), w, device):   # every rank stops at the same step
-                save('cancelled'); break
-            loss, lr = _train_step(self.train_net, self.opt, data, tcfg, step, self.gen, device, self.dtype, w,
-                                   self.model_config.block_size)
-            step += 1
-            bar.update()
-            if step % log_interval == 0 or step == tcfg.max_iters:
-                if not math.isfinite(loss_value := loss.item()): _diverged(step, tcfg)
-                now = time.perf_counter()
-                tps = (step - s_log) * tokens_per_step / max(now - t_log, 1e-9)
-                eta = (tcfg.max_iters - step) * tokens_per_step / max(tps, 1e-9)
-                t_log, s_log, state['tokens_per_s'] = now, step, round(tps, 1)
-                if callback: callback({'event': 'step', 'step': step, 'max_iters': tcfg.max_iters, 'loss': loss_value,
-                                       'lr': lr, 'tokens_per_s': tps, 'eta_s': eta})
-    except BaseException as e:
-        if w.main:
-            st = {**read_json(out/STATE), 'status': 'interrupted' if isinstance(e, KeyboardInterrupt) else 'failed',
-                  'error': f"{type(e).__name__}: {e}"}
-            atomic_write(out/STATE, json.dumps(st, indent=1))   # weights stay at the last checkpoint
-        raise
-    finally: bar.close()
-    return out
 
 # %% ../nbs/06_train.ipynb #ab21ee7e
 def load_model(name_or_dir, home=None, device='cpu', dtype=torch.float32) -> tuple[GPT, object]:

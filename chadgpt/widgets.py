@@ -8,7 +8,6 @@ import html, io, threading, time
 import ipywidgets as W
 import torch
 from matplotlib.figure import Figure
-from fastcore.basics import patch
 from .core import ChadGPTError, check_name
 from .model import GPT, GPTConfig
 from .train import ARCHS, DEFAULT_ARCH, TrainConfig, arch_configs, load_model, read_metrics, saved_configs
@@ -91,6 +90,8 @@ def css_width(fig:Figure) -> str:
     return f"{round(fig.get_figwidth() * fig.dpi)}px"
 
 # %% ../nbs/11_widgets.ipynb #37cf5aac
+def _fmt_eta(s): return '' if s is None else f"{s:.0f}s" if s < 120 else f"{s / 60:.1f} min"
+
 class TrainPanel(W.VBox):
     "Pick data and hyperparameters, train in the background, watch progress and the loss curve, stop cleanly."
     def __init__(self, home=None, name:str='mymodel', dataset:str='shakespeare', store:Store|None=None,
@@ -127,134 +128,116 @@ class TrainPanel(W.VBox):
                           W.HBox([self.train_button, self.stop_button, self.resume, self.overwrite]), self.message, self.progress, self.stats, self.plot])
         self.validate()
 
-# %% ../nbs/11_widgets.ipynb #47c6946b
-@patch
-def _wire(self:TrainPanel):
-    for w in [*self.controls.values(), self.name]: w.observe(lambda change: self.validate(), 'value')
-    self.upload.observe(self._on_upload, 'value')
-    def on_tokenizer(change): self.bpe_vocab.layout.display = None if change['new'] == 'bpe' else 'none'
-    self.tokenizer.observe(on_tokenizer, 'value')
-    def on_arch(change):                     # show the new preset's values of the settings presets decide
-        for k in set(ARCHS[change['old']][1]) | set(ARCHS[change['new']][1]):
-            if k in self.controls: self.controls[k].value = preset_value(k, change['new'])
-    self.arch.observe(on_arch, 'value')
-    self.train_button.on_click(lambda b: self.start())
-    self.stop_button.on_click(lambda b: self.stop())
+    def _wire(self):
+        for w in [*self.controls.values(), self.name]: w.observe(lambda change: self.validate(), 'value')
+        self.upload.observe(self._on_upload, 'value')
+        def on_tokenizer(change): self.bpe_vocab.layout.display = None if change['new'] == 'bpe' else 'none'
+        self.tokenizer.observe(on_tokenizer, 'value')
+        def on_arch(change):                     # show the new preset's values of the settings presets decide
+            for k in set(ARCHS[change['old']][1]) | set(ARCHS[change['new']][1]):
+                if k in self.controls: self.controls[k].value = preset_value(k, change['new'])
+        self.arch.observe(on_arch, 'value')
+        self.train_button.on_click(lambda b: self.start())
+        self.stop_button.on_click(lambda b: self.stop())
 
-@patch
-def configs(self:TrainPanel) -> tuple[GPTConfig, TrainConfig]:
-    "The `(GPTConfig, TrainConfig)` the controls describe; raises `ChadGPTError` if they are invalid."
-    v = {k: c.value for k, c in self.controls.items()}
-    return arch_configs(self.arch.value, {k: v[k] for k in MODEL_KEYS}, {k: v[k] for k in v if k not in MODEL_KEYS})
+    def configs(self) -> tuple[GPTConfig, TrainConfig]:
+        "The `(GPTConfig, TrainConfig)` the controls describe; raises `ChadGPTError` if they are invalid."
+        v = {k: c.value for k, c in self.controls.items()}
+        return arch_configs(self.arch.value, {k: v[k] for k in MODEL_KEYS}, {k: v[k] for k in v if k not in MODEL_KEYS})
 
-@patch
-def tokenizer_spec(self:TrainPanel) -> str:
-    "The tokenizer the controls choose, as chadgpt names it (`bpe:VOCAB` for a trained BPE)."
-    return f"bpe:{self.bpe_vocab.value}" if self.tokenizer.value == 'bpe' else self.tokenizer.value
+    def tokenizer_spec(self) -> str:
+        "The tokenizer the controls choose, as chadgpt names it (`bpe:VOCAB` for a trained BPE)."
+        return f"bpe:{self.bpe_vocab.value}" if self.tokenizer.value == 'bpe' else self.tokenizer.value
 
-@patch
-def _running(self:TrainPanel) -> bool:
-    return self.status is not None and self.status['state'] in ('queued', 'running')
+    def _running(self) -> bool:
+        return self.status is not None and self.status['state'] in ('queued', 'running')
 
-@patch
-def _say(self:TrainPanel, text:str, error:bool=False):
-    self.message.value = message_html(text, error)
+    def _say(self, text:str, error:bool=False):
+        self.message.value = message_html(text, error)
 
-@patch
-def validate(self:TrainPanel) -> bool:
-    "Check the settings, show what is wrong, and enable Train only when they are valid."
-    try:
-        self.configs(); check_name(self.name.value)
-    except ChadGPTError as e:
-        self._say(str(e), error=True); self.train_button.disabled = True
-        return False
-    self._say(''); self.train_button.disabled = self._running()
-    return True
+    def validate(self) -> bool:
+        "Check the settings, show what is wrong, and enable Train only when they are valid."
+        try:
+            self.configs(); check_name(self.name.value)
+        except ChadGPTError as e:
+            self._say(str(e), error=True); self.train_button.disabled = True
+            return False
+        self._say(''); self.train_button.disabled = self._running()
+        return True
 
-# %% ../nbs/11_widgets.ipynb #87e1ecef
-@patch
-def _on_upload(self:TrainPanel, change):
-    files = change['new']
-    if not files: return
-    f, self.upload.value = files[0], ()                  # taken: the button's counter goes back to nothing
-    try: info = self.store.save_dataset(f['name'], bytes(f['content']), overwrite=True)
-    except ChadGPTError as e: self._say(str(e), error=True); return
-    self.dataset.options = dataset_choices(self.store.list_datasets())
-    fit_width(self.dataset, least=300)
-    self.dataset.value = f['name']
-    self._say(f"uploaded {f['name']}: {info['characters']:,} characters, vocabulary of {info['vocab_size']}")
+    def _on_upload(self, change):
+        files = change['new']
+        if not files: return
+        f, self.upload.value = files[0], ()                  # taken: the button's counter goes back to nothing
+        try: info = self.store.save_dataset(f['name'], bytes(f['content']), overwrite=True)
+        except ChadGPTError as e: self._say(str(e), error=True); return
+        self.dataset.options = dataset_choices(self.store.list_datasets())
+        fit_width(self.dataset, least=300)
+        self.dataset.value = f['name']
+        self._say(f"uploaded {f['name']}: {info['characters']:,} characters, vocabulary of {info['vocab_size']}")
 
-# %% ../nbs/11_widgets.ipynb #c88f418a
-@patch
-def start(self:TrainPanel):
-    "Start training with the current settings (what the Train button does)."
-    if self._running() or not self.validate(): return
-    name, resume = self.name.value, self.resume.value
-    if name in self.store.list_models() and not (resume or self.overwrite.value):   # as the CLI asks for --overwrite
-        self._say(f"a model named {name!r} exists: tick 'continue from the last checkpoint' to resume it, or "
-                  "'replace a model of this name' to train it afresh", error=True); return
-    try:
-        if resume:      # the saved model's shape, data and tokenizer; the panel's step count (to extend a run)
-            mcfg, tcfg = saved_configs(name, self.store.home, None, {'max_iters': self.controls['max_iters'].value})
-            self.store.train(name, mcfg, tcfg, None, resume=True)
-        else: self.store.train(name, *self.configs(), self.dataset.value, tokenizer=self.tokenizer_spec())
-    except ChadGPTError as e: self._say(str(e), error=True); return
-    self.batch_losses, self.metrics = [], []
-    self.status = self.store.status(name)
-    self.train_button.disabled, self.stop_button.disabled = True, False
-    self._say(f"continuing {name!r} from its last checkpoint" if resume else
-              f"training {name!r} on {self.dataset.value} ({self.tokenizer_spec()} tokens)")
-    self._watcher = threading.Thread(target=self._watch, args=(name,), daemon=True)
-    self._watcher.start()
+    def start(self):
+        "Start training with the current settings (what the Train button does)."
+        if self._running() or not self.validate(): return
+        name, resume = self.name.value, self.resume.value
+        if name in self.store.list_models() and not (resume or self.overwrite.value):   # as the CLI asks for --overwrite
+            self._say(f"a model named {name!r} exists: tick 'continue from the last checkpoint' to resume it, or "
+                      "'replace a model of this name' to train it afresh", error=True); return
+        try:
+            if resume:      # the saved model's shape, data and tokenizer; the panel's step count (to extend a run)
+                mcfg, tcfg = saved_configs(name, self.store.home, None, {'max_iters': self.controls['max_iters'].value})
+                self.store.train(name, mcfg, tcfg, None, resume=True)
+            else: self.store.train(name, *self.configs(), self.dataset.value, tokenizer=self.tokenizer_spec())
+        except ChadGPTError as e: self._say(str(e), error=True); return
+        self.batch_losses, self.metrics = [], []
+        self.status = self.store.status(name)
+        self.train_button.disabled, self.stop_button.disabled = True, False
+        self._say(f"continuing {name!r} from its last checkpoint" if resume else
+                  f"training {name!r} on {self.dataset.value} ({self.tokenizer_spec()} tokens)")
+        self._watcher = threading.Thread(target=self._watch, args=(name,), daemon=True)
+        self._watcher.start()
 
-@patch
-def stop(self:TrainPanel):
-    "Stop training at the next step; the model keeps a checkpoint (what the Stop button does)."
-    if self._running():
+    def stop(self):
+        "Stop training at the next step; the model keeps a checkpoint (what the Stop button does)."
+        if self._running():
+            self.stop_button.disabled = True
+            self._say("stopping after this step...")
+            self.store.cancel(self.name.value, wait=0)
+
+    def wait(self, timeout:float|None=None) -> dict:
+        "Block until the current run ends (or `timeout` seconds pass); returns the last status."
+        if self._watcher is not None: self._watcher.join(timeout)
+        return self.status
+
+    def _watch(self, name:str):
+        while True:
+            try: st = self.store.status(name)
+            except ChadGPTError as e: st = {**self.status, 'state': 'failed', 'error': str(e)}
+            self._show(name, st)
+            if st['state'] not in ('queued', 'running'): break
+            time.sleep(self.poll_interval)
         self.stop_button.disabled = True
-        self._say("stopping after this step...")
-        self.store.cancel(self.name.value, wait=0)
+        self.validate()
+        done = {'done': f"done: {name!r} trained to step {st['step']}",
+                'cancelled': f"stopped at step {st['step']}; the checkpoint is saved"}
+        self._say(done.get(st['state'], f"failed: {st.get('error')}"), error=st['state'] == 'failed')
 
-@patch
-def wait(self:TrainPanel, timeout:float|None=None) -> dict:
-    "Block until the current run ends (or `timeout` seconds pass); returns the last status."
-    if self._watcher is not None: self._watcher.join(timeout)
-    return self.status
-
-# %% ../nbs/11_widgets.ipynb #63c0881d
-def _fmt_eta(s): return '' if s is None else f"{s:.0f}s" if s < 120 else f"{s / 60:.1f} min"
-
-@patch
-def _watch(self:TrainPanel, name:str):
-    while True:
-        try: st = self.store.status(name)
-        except ChadGPTError as e: st = {**self.status, 'state': 'failed', 'error': str(e)}
-        self._show(name, st)
-        if st['state'] not in ('queued', 'running'): break
-        time.sleep(self.poll_interval)
-    self.stop_button.disabled = True
-    self.validate()
-    done = {'done': f"done: {name!r} trained to step {st['step']}",
-            'cancelled': f"stopped at step {st['step']}; the checkpoint is saved"}
-    self._say(done.get(st['state'], f"failed: {st.get('error')}"), error=st['state'] == 'failed')
-
-@patch
-def _show(self:TrainPanel, name:str, st:dict):
-    self.status = st
-    self.progress.max, self.progress.value = max(1, st['max_iters'] or 1), st['step']
-    changed = st.get('loss') is not None and (not self.batch_losses or self.batch_losses[-1][0] != st['step'])
-    if changed: self.batch_losses.append((st['step'], st['loss']))
-    if st['val_loss'] != (self.metrics[-1]['val_loss'] if self.metrics else None) or st['state'] != 'running':
-        try: metrics = read_metrics(name, self.store.home)   # only when an evaluation may have added a point
-        except ChadGPTError: metrics = self.metrics
-        changed, self.metrics = changed or metrics != self.metrics, metrics
-    num = lambda x, f: '–' if x is None else format(x, f)
-    self.stats.value = (f"<code>{st['state']}</code> step {st['step']}/{st['max_iters']} · loss {num(st.get('loss'), '.3f')}"
-                        f" · val {num(st['val_loss'], '.3f')} ({num(st.get('val_bpb'), '.3f')} bits/byte) · {num(st['tokens_per_s'], ',.0f')} tokens/s"
-                        f" · ETA {_fmt_eta(st.get('eta_s')) or '–'}")
-    if changed:                                   # redraw (a PNG render) only when there is something new to show
-        self.fig = loss_figure(self.batch_losses, self.metrics, name)
-        self.plot.value, self.plot.layout.display = figure_png(self.fig), None
+    def _show(self, name:str, st:dict):
+        self.status = st
+        self.progress.max, self.progress.value = max(1, st['max_iters'] or 1), st['step']
+        changed = st.get('loss') is not None and (not self.batch_losses or self.batch_losses[-1][0] != st['step'])
+        if changed: self.batch_losses.append((st['step'], st['loss']))
+        if st['val_loss'] != (self.metrics[-1]['val_loss'] if self.metrics else None) or st['state'] != 'running':
+            try: metrics = read_metrics(name, self.store.home)   # only when an evaluation may have added a point
+            except ChadGPTError: metrics = self.metrics
+            changed, self.metrics = changed or metrics != self.metrics, metrics
+        num = lambda x, f: '–' if x is None else format(x, f)
+        self.stats.value = (f"<code>{st['state']}</code> step {st['step']}/{st['max_iters']} · loss {num(st.get('loss'), '.3f')}"
+                            f" · val {num(st['val_loss'], '.3f')} ({num(st.get('val_bpb'), '.3f')} bits/byte) · {num(st['tokens_per_s'], ',.0f')} tokens/s"
+                            f" · ETA {_fmt_eta(st.get('eta_s')) or '–'}")
+        if changed:                                   # redraw (a PNG render) only when there is something new to show
+            self.fig = loss_figure(self.batch_losses, self.metrics, name)
+            self.plot.value, self.plot.layout.display = figure_png(self.fig), None
 
 # %% ../nbs/11_widgets.ipynb #4a87bf74
 class SamplePanel(W.VBox):
@@ -280,53 +263,48 @@ class SamplePanel(W.VBox):
         super().__init__([self.prompt, W.HBox([self.temperature, self.length]), W.HBox([self.top_k, self.top_p]), self.seed,
                           W.HBox([self.generate_button, self.stop_button]), self.message, self.output])
 
-# %% ../nbs/11_widgets.ipynb #b1ba4122
-@patch
-def generate(self:SamplePanel):
-    "Start generating with the current settings (what the Generate button does)."
-    if self._worker is not None and self._worker.is_alive(): return
-    try:
-        pieces = stream_text(self.model, self.tokenizer, self.prompt.value, self.length.value, self.temperature.value,
-                             self.top_k.value or None, self.top_p.value if self.top_p.value < 1 else None,
-                             None if self.seed.value < 0 else self.seed.value)
-    except ChadGPTError as e:
-        self.message.value = message_html(str(e), error=True); return
-    self.message.value, self.text = '', self.prompt.value
-    self._show()
-    self._stop.clear()
-    self.generate_button.disabled, self.stop_button.disabled = True, False
-    self._worker = threading.Thread(target=self._run, args=(pieces,), daemon=True)
-    self._worker.start()
-
-@patch
-def _run(self:SamplePanel, pieces):
-    buf, last = [], time.monotonic()
-    try:
-        for piece in pieces:
-            buf.append(piece)
-            if time.monotonic() - last > 0.1:            # a few updates a second, not one message per character
-                self.text += ''.join(buf); buf, last = [], time.monotonic()
-                self._show()
-            if self._stop.is_set(): break
-    except ChadGPTError as e: self.message.value = message_html(str(e), error=True)
-    finally:
-        self.text += ''.join(buf)
+    def generate(self):
+        "Start generating with the current settings (what the Generate button does)."
+        if self._worker is not None and self._worker.is_alive(): return
+        try:
+            pieces = stream_text(self.model, self.tokenizer, self.prompt.value, self.length.value, self.temperature.value,
+                                 self.top_k.value or None, self.top_p.value if self.top_p.value < 1 else None,
+                                 None if self.seed.value < 0 else self.seed.value)
+        except ChadGPTError as e:
+            self.message.value = message_html(str(e), error=True); return
+        self.message.value, self.text = '', self.prompt.value
         self._show()
-        self.generate_button.disabled, self.stop_button.disabled = False, True
+        self._stop.clear()
+        self.generate_button.disabled, self.stop_button.disabled = True, False
+        self._worker = threading.Thread(target=self._run, args=(pieces,), daemon=True)
+        self._worker.start()
 
-@patch
-def wait(self:SamplePanel, timeout:float|None=None) -> str:
-    "Block until generation ends; returns the output text."
-    if self._worker is not None: self._worker.join(timeout)
-    return self.text
+    def _run(self, pieces):
+        buf, last = [], time.monotonic()
+        try:
+            for piece in pieces:
+                buf.append(piece)
+                if time.monotonic() - last > 0.1:            # a few updates a second, not one message per character
+                    self.text += ''.join(buf); buf, last = [], time.monotonic()
+                    self._show()
+                if self._stop.is_set(): break
+        except ChadGPTError as e: self.message.value = message_html(str(e), error=True)
+        finally:
+            self.text += ''.join(buf)
+            self._show()
+            self.generate_button.disabled, self.stop_button.disabled = False, True
 
-@patch
-def _show(self:SamplePanel):
-    # a column-reverse box starts scrolled to its end and stays there as text arrives: the stream stays in view;
-    # the text's auto bottom margin keeps a short text at the top of the box rather than at its foot
-    self.output.value = ("<div style='width:640px;height:260px;overflow-y:auto;display:flex;flex-direction:column-reverse;"
-                         "border:1px solid #ccc;padding:4px'><pre style='margin:0 0 auto 0;white-space:pre-wrap'>"
-                         f"{html.escape(self.text)}</pre></div>")
+    def wait(self, timeout:float|None=None) -> str:
+        "Block until generation ends; returns the output text."
+        if self._worker is not None: self._worker.join(timeout)
+        return self.text
+
+    def _show(self):
+        # a column-reverse box starts scrolled to its end and stays there as text arrives: the stream stays in view;
+        # the text's auto bottom margin keeps a short text at the top of the box rather than at its foot
+        self.output.value = ("<div style='width:640px;height:260px;overflow-y:auto;display:flex;flex-direction:column-reverse;"
+                             "border:1px solid #ccc;padding:4px'><pre style='margin:0 0 auto 0;white-space:pre-wrap'>"
+                             f"{html.escape(self.text)}</pre></div>")
 
 # %% ../nbs/11_widgets.ipynb #58db0aca
 @torch.no_grad()
