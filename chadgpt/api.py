@@ -273,12 +273,12 @@ def machine_memory() -> int:
     except OSError: limit = 'max'
     return min(total, int(limit)) if limit.isdigit() else total
 
-def create_app(home=None, api_key:str|None=None, cors_origins:list[str]|None=None, max_upload_bytes:int=50_000_000,
-               workers:int=1, max_job_bytes:int|None=None, max_generations:int|None=None,
-               allowed_hosts:list[str]|None=None, key_for_reads:bool=False) -> FastAPI:
-    "The chadgpt REST service over the store in `home`, answering to `allowed_hosts` (default: loopback names)."
-    store = Store(home, max_upload_bytes=max_upload_bytes, workers=workers,
-                  max_job_bytes=machine_memory() // 2 if max_job_bytes is None else max_job_bytes)
+def create_app(home=None, api_key:str|None=None, cors_origins:list[str]|None=None, allowed_hosts:list[str]|None=None,
+               key_for_reads:bool=False, max_generations:int|None=None, **limits) -> FastAPI:
+    """The chadgpt REST service over the store in `home`, answering to `allowed_hosts` (default: loopback names).
+    `limits` are the `Store`'s: `max_upload_bytes` (50 MB), `workers` (1), `max_job_bytes` (half this machine's memory)."""
+    if limits.get('max_job_bytes') is None: limits['max_job_bytes'] = machine_memory() // 2
+    store = Store(home, **limits)
     @asynccontextmanager
     async def lifespan(app):
         yield
@@ -291,7 +291,7 @@ def create_app(home=None, api_key:str|None=None, cors_origins:list[str]|None=Non
     key = api_key if api_key is not None else os.environ.get('CHADGPT_API_KEY') or None
     if key_for_reads and not key: raise ChadGPTError("key_for_reads needs an API key (--api-key or $CHADGPT_API_KEY)")
     app.add_middleware(Guard, api_key=key, allowed_hosts=allowed_hosts or LOOPBACK_HOSTS, allowed_origins=cors_origins or (),
-                       key_for_reads=key_for_reads, max_upload_bytes=max_upload_bytes)
+                       key_for_reads=key_for_reads, max_upload_bytes=store.max_upload_bytes)
     if cors_origins: app.add_middleware(CORSMiddleware, allow_origins=cors_origins, allow_methods=['*'], allow_headers=['*'])
     _add_error_handlers(app)
     _add_dataset_routes(app, store)

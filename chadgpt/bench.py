@@ -63,11 +63,11 @@ def matmul_peak(device:torch.device, dtype:torch.dtype, n:int|None=None, seconds
 
 # %% ../nbs/26_bench.ipynb #fe3a9967
 def train_throughput(cfg:GPTConfig, batch_size:int, device='auto', dtype='float32', attention='fused',
-                     compile:bool=False, steps:int=10, warmup:int=3, seed:int=0) -> dict:
+                     compile:bool=False, steps:int=10, warmup:int=3) -> dict:
     "Measure training tokens/s (and TFLOP/s) of `cfg` at `batch_size` with the given precision, attention and compile."
     device = resolve_device(device) if isinstance(device, str) else device
     dt = {'float32': torch.float32, 'bfloat16': torch.bfloat16}[dtype]
-    torch.manual_seed(seed)
+    torch.manual_seed(0)                   # the same weights and batch for every variant
     model = GPT(replace(cfg, attention=attention)).to(device)
     opt = configure_optimizer(model, TrainConfig(), device)
     net = torch.compile(model) if compile else model
@@ -212,10 +212,13 @@ def quality_race(home, target:float=1.886, limit_s:float=300.0, log=print) -> di
     return res
 
 # %% ../nbs/26_bench.ipynb #8e52649d
-def run_bench(config:str='lecture', device='auto', dtypes=None, attentions=('heads', 'fused'),
-              compiles=(False, True), steps:int|None=None, batch_size:int|None=None, new_tokens:int=500,
-              log=print) -> dict:
-    "Benchmark `config` on `device`: matmul peaks, training variants, generation with and without the KV cache."
+def run_bench(config:str='lecture', device='auto', steps:int|None=None, batch_size:int|None=None, new_tokens:int=500,
+              log=print, **variants) -> dict:
+    """Benchmark `config` on `device`: matmul peaks, training variants, generation with and without the KV cache.
+    `variants` narrow the training grid: `dtypes`, `attentions` (default both) and `compiles` (default both)."""
+    dtypes, attentions = variants.pop('dtypes', None), variants.pop('attentions', ('heads', 'fused'))
+    compiles = variants.pop('compiles', (False, True))
+    if variants: raise TypeError(f"run_bench() got unexpected keyword argument(s): {', '.join(variants)}")
     if config not in BENCH_CONFIGS: raise ChadGPTError(f"unknown config {config!r}; choose from {', '.join(BENCH_CONFIGS)}")
     device = resolve_device(device)
     if dtypes is None:                       # float32, and bf16 where the hardware has it
