@@ -7,101 +7,14 @@ from __future__ import annotations
 import json, os
 from pathlib import Path
 import torch
-from fastcore.basics import patch
 from safetensors import safe_open
 from .core import ChadGPTError, atomic_write, check_name, safe_join
-from .model import GPT, GPTConfig
+from .model import GPT, GPTConfig, HUB_MODELS, config_from_hf, hf_key, state_dict_from_hf
 from .tokenizers import GPT2Tokenizer
 from .checkpoint import CONFIG, METRICS, STATE, TOKENIZER, WEIGHTS, models_dir, save_weights
 
 # %% auto #0
-__all__ = ['HUB_MODELS', 'config_from_hf', 'hf_key', 'state_dict_from_hf', 'import_pretrained']
-
-# %% ../nbs/19_pretrained.ipynb #1ea9996c
-HUB_MODELS = ('gpt2', 'gpt2-medium', 'gpt2-large', 'gpt2-xl')
-_UNSUPPORTED = {'layer_norm_epsilon': 1e-5, 'scale_attn_by_inverse_layer_idx': False, 'reorder_and_upcast_attn': False,
-                'scale_attn_weights': True, 'add_cross_attention': False}
-
-def config_from_hf(hf:dict) -> GPTConfig:
-    "The `GPTConfig` of a GPT-2 `config.json` (as a dict)."
-    if hf.get('model_type', 'gpt2') != 'gpt2': raise ChadGPTError(f"not a GPT-2 model (model_type {hf.get('model_type')!r})")
-    for k, want in _UNSUPPORTED.items():
-        if k in hf and hf[k] != want: raise ChadGPTError(f"GPT-2 setting {k}={hf[k]!r} is not supported (chadgpt computes {want!r})")
-    C = hf['n_embd']
-    if hf.get('n_inner') not in (None, 4 * C): raise ChadGPTError(f"GPT-2 setting n_inner={hf['n_inner']} is not supported (4 × n_embd)")
-    gelu = {'gelu_new': 'tanh', 'gelu_pytorch_tanh': 'tanh', 'gelu': 'exact'}.get(hf.get('activation_function', 'gelu_new'))
-    if gelu is None: raise ChadGPTError(f"GPT-2 activation {hf['activation_function']!r} is not supported")
-    return GPTConfig(vocab_size=hf['vocab_size'], block_size=hf['n_positions'], n_layer=hf['n_layer'], n_head=hf['n_head'],
-                     n_embed=C, dropout=0.0, qkv_bias=True, gelu=gelu, vocab_multiple=64,
-                     tie_weights=hf.get('tie_word_embeddings', True))
-
-# %% ../nbs/19_pretrained.ipynb #5c380952
-_TRANSPOSED = ('attn.c_attn.weight', 'attn.c_proj.weight', 'mlp.c_fc.weight', 'mlp.c_proj.weight')   # Conv1D: (in, out)
-
-def hf_key(key:str) -> str|None:
-    "chadgpt's name for a GPT-2 tensor name (`None` for the attention-mask buffers, which are not weights)."
-    key = key.removeprefix('transformer.')
-    if key.endswith(('.attn.bias', '.attn.masked_bias')) and '.c_' not in key: return None
-    for old, new in (('wte.', 'token_embedding.'), ('wpe.', 'position_embedding.'), ('h.', 'blocks.')):
-        if key.startswith(old): return new + key[len(old):]
-    return key    # ln_f.*, lm_head.weight
-
-def state_dict_from_hf(tensors:dict, config:GPTConfig) -> dict:
-    "GPT-2 tensors (either spelling) as a state dict for `GPT(config)`: renamed, transposed, vocabulary padded."
-    sd = {}
-    for k, t in tensors.items():
-        if (name := hf_key(k)) is None: continue
-        if name.endswith(_TRANSPOSED): t = t.t()
-        if name in ('token_embedding.weight', 'lm_head.weight'):
-            t = torch.cat([t, t.new_zeros(config.padded_vocab - t.shape[0], t.shape[1])])   # padding rows: never used
-        sd[name] = t.contiguous()
-    if config.tie_weights: sd.pop('lm_head.weight', None)
-    return sd
-
-# %% ../nbs/19_pretrained.ipynb #3c3e0e7c
-def _read_tensors(folder:Path) -> dict:
-    "Every tensor of `model.safetensors`, or of the shards a `model.safetensors.index.json` lists."
-    index = folder/'model.safetensors.index.json'
-    files = sorted(set(json.loads(index.read_text())['weight_map'].values())) if index.is_file() else ['model.safetensors']
-    tensors = {}
-    for name in files:
-        with safe_open(folder/check_name(name, 'shard file', 255), 'pt') as f:   # a file name in the folder, never a path
-            tensors.update({k: f.get_tensor(k) for k in f.keys()})
-    return tensors
-
-def _hf_files(src) -> Path:
-    "A local folder holding `config.json` and `model.safetensors` for `src` (a folder, or a hub name to download)."
-    p = Path(src).expanduser()
-    if p.is_dir():
-        missing = [f for f in ('config.json', 'model.safetensors') if not (p/f).is_file()
-                   and not (f == 'model.safetensors' and (p/'model.safetensors.index.json').is_file())]
-        if missing: raise ChadGPTError(f"{p} has no {' or '.join(missing)} (only safetensors weights are read, never pickle)")
-        return p
-    if str(src) not in HUB_MODELS:
-        raise ChadGPTError(f"{src!r} is neither a folder nor one of {', '.join(HUB_MODELS)}")
-    try:
-        from huggingface_hub import snapshot_download
-        return Path(snapshot_download(str(src), allow_patterns=['config.json', 'model*.safetensors*']))
-    except Exception as e:
-        raise ChadGPTError(f"could not download {src} from the Hugging Face hub ({type(e).__name__}); offline, pass a "
-                           "folder with its config.json and model.safetensors") from None
-
-# %% ../nbs/19_pretrained.ipynb #70490dbc
-@patch(cls_method=True)
-def from_pretrained(cls:GPT, src) -> GPT:
-    "A GPT-2 (`'gpt2'`, `'gpt2-medium'`, `'gpt2-large'`, `'gpt2-xl'`, or a Hugging Face folder) as a chadgpt `GPT`, in eval mode."
-    folder = _hf_files(src)
-    config = config_from_hf(json.loads((folder/'config.json').read_text()))
-    tensors = _read_tensors(folder)
-    with torch.device('meta'): model = cls(config)                     # no time spent on a random init
-    sd = state_dict_from_hf(tensors, config)
-    missing = sorted(set(model.state_dict()) - set(sd) - ({'lm_head.weight'} if config.tie_weights else set()))
-    unexpected = sorted(set(sd) - set(model.state_dict()))
-    if missing or unexpected: raise ChadGPTError(f"{folder} does not fit a GPT-2 of its config: missing {missing[:4]}, "
-                                                 f"unexpected {unexpected[:4]}")
-    model.load_state_dict(sd, strict=False, assign=True)
-    if config.tie_weights: model.lm_head.weight = model.token_embedding.weight
-    return model.float().eval()
+__all__ = ['import_pretrained']
 
 # %% ../nbs/19_pretrained.ipynb #5f810fdc
 def import_pretrained(src, name:str, home=None, overwrite:bool=False) -> Path:

@@ -154,6 +154,6 @@ def test_model_names_on_the_command_line(place):
 
 def test_shard_names_from_an_index_file_are_file_names(tmp_path):
     import json
-    from chadgpt.pretrained import _read_tensors
+    from chadgpt.model import _read_tensors
     (tmp_path/'model.safetensors.index.json').write_text(json.dumps({'weight_map': {'a': '../../etc/passwd'}}))
     with pytest.raises(ChadGPTError, match="invalid shard file name '../../etc/passwd'"): _read_tensors(tmp_path)

@@ -94,3 +94,13 @@ def test_untied_and_sharded_models_import(home, tmp_path):
         model, _ = load_model(f'u{i}', home)
         assert not model.config.tie_weights
         with torch.no_grad(): assert (model(idx)[0][..., :97] - want).abs().max() < 1e-5
+
+def test_from_pretrained_needs_only_the_model_module(tmp_path):
+    "`from chadgpt.model import GPT; GPT.from_pretrained(folder)` in a fresh interpreter, nothing else imported first."
+    import subprocess, sys
+    hf = hf_gpt2(tmp_path/'hf')
+    code = ("import sys, torch; from chadgpt.model import GPT; m = GPT.from_pretrained(sys.argv[1]); "
+            "assert 'chadgpt.pretrained' not in sys.modules; print(m.config.n_layer, m(torch.zeros(1, 4, dtype=torch.long))[0].shape[-1])")
+    r = subprocess.run([sys.executable, '-c', code, str(tmp_path/'hf')], capture_output=True, text=True, timeout=120)
+    assert r.returncode == 0, r.stderr
+    assert r.stdout.split() == ['2', str(hf.config.vocab_size + (-hf.config.vocab_size) % 64)]
