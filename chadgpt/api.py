@@ -34,7 +34,7 @@ from .store import Store, TooLargeError, DiskFullError
 __all__ = ['MODEL_KEYS', 'TRAIN_KEYS', 'SAFE_METHODS', 'OPEN_PATHS', 'LOOPBACK_HOSTS', 'MAX_BODY_BYTES', 'FORM_BYTES',
            'SECURITY_HEADERS', 'STATIC', 'WILDCARD_HOSTS', 'Hyperparameters', 'TrainRequest', 'request_configs',
            'UnauthorizedError', 'public_message', 'host_name', 'authority', 'Guard', 'machine_memory', 'create_app',
-           'Int', 'allowed_hosts_for', 'serve']
+           'Int', 'EvalQuery', 'allowed_hosts_for', 'serve']
 
 # %% ../nbs/24_api.ipynb #5c4072de
 _M, _T = arch_configs()          # the default preset: what the schema shows as examples
@@ -395,17 +395,21 @@ def Int(lo:int, hi:int):
     return Annotated[int, Ge(lo), Le(hi), BeforeValidator(_digits)]
 
 # %% ../nbs/24_api.ipynb #fbc4fb55
+class EvalQuery(BaseModel):
+    "The query string of `GET /lm/{name}/eval`: how much to generate, from what prompt, sampled how, sent how."
+    tokens: Int(1, 10_000) = Field(1000, description="number of characters to generate")
+    split_newlines: bool = Field(False, description="return a list of lines instead of one string")
+    prompt: str = Field('', max_length=10_000)
+    temperature: float = Field(1.0, ge=0, le=100, description="0 = greedy")
+    top_k: Int(1, 1_000_000) | None = None
+    top_p: float | None = Field(None, gt=0, le=1)
+    seed: Int(0, 2**63 - 1) | None = None
+    stream: bool = Field(False, description="stream the text as Server-Sent Events")
+
 def _add_eval_route(app:FastAPI, store:Store):
     @app.get('/lm/{name}/eval', summary="Generate text (JSON, or Server-Sent Events with stream=true)")
-    def evaluate(name: str,
-                 tokens: Annotated[Int(1, 10_000), Query(description="number of characters to generate")] = 1000,
-                 split_newlines: bool = Query(False, description="return a list of lines instead of one string"),
-                 prompt: str = Query('', max_length=10_000),
-                 temperature: float = Query(1.0, ge=0, le=100, description="0 = greedy"),
-                 top_k: Annotated[Int(1, 1_000_000) | None, Query()] = None,
-                 top_p: float | None = Query(None, gt=0, le=1),
-                 seed: Annotated[Int(0, 2**63 - 1) | None, Query()] = None,
-                 stream: bool = Query(False, description="stream the text as Server-Sent Events")):
+    def evaluate(name: str, q: Annotated[EvalQuery, Query()]):
+        tokens, prompt, temperature, top_k, top_p, seed = q.tokens, q.prompt, q.temperature, q.top_k, q.top_p, q.seed
         if not app.state.generations.acquire(blocking=False):
             raise BusyError(f"{app.state.max_generations} generations are running, the most this server runs at once; "
                             "try again in a moment", retry_after=1)
@@ -413,7 +417,7 @@ def _add_eval_route(app:FastAPI, store:Store):
         try:
             model, tok = store.load(name)
             pieces = stream_text(model, tok, prompt, tokens, Sampling(temperature, top_k, top_p, seed))
-            if stream:
+            if q.stream:
                 first = list(islice(pieces, 1))   # a model that cannot generate fails here, with a proper status
                 response = StreamingResponse(_until_closed(_sse(chain(first, pieces)), release), media_type='text/event-stream',
                                              headers={'Cache-Control': 'no-cache'}, background=BackgroundTask(release))
@@ -422,7 +426,7 @@ def _add_eval_route(app:FastAPI, store:Store):
             text = ''.join(pieces)
         finally:
             if not streaming: release()
-        return {'eval': text.split('\n') if split_newlines else text, 'prompt': prompt, 'tokens': tokens,
+        return {'eval': text.split('\n') if q.split_newlines else text, 'prompt': prompt, 'tokens': tokens,
                 'temperature': temperature, 'top_k': top_k, 'top_p': top_p, 'seed': seed}
 
 # %% ../nbs/24_api.ipynb #6d9e2166
