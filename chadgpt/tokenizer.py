@@ -9,13 +9,36 @@ from pathlib import Path
 from .core import ChadGPTError, atomic_write
 
 # %% auto #0
-__all__ = ['CharTokenizer']
+__all__ = ['Tokenizer', 'check_ids', 'CharTokenizer']
+
+# %% ../nbs/01_tokenizer.ipynb #a30e3be9
+class Tokenizer:
+    "The shared protocol: `encode`, `decode`, `decode_bytes`, `vocab_size`, and `to_dict` (with its `type`) to save it."
+    type: str = ''
+    def encode(self, text:str) -> list[int]: raise NotImplementedError
+    def decode(self, ids) -> str: raise NotImplementedError
+    def decode_bytes(self, ids) -> bytes: return self.decode(ids).encode('utf-8')
+    def to_dict(self) -> dict: raise NotImplementedError
+    def __len__(self): return self.vocab_size
+    def __repr__(self): return f"{type(self).__name__}(vocab_size={self.vocab_size:,})"
+    def __eq__(self, other): return type(self) is type(other) and self.to_dict() == other.to_dict()
+    def save(self, path):
+        "Write the tokenizer to `path` as JSON, atomically."
+        atomic_write(path, json.dumps(self.to_dict(), ensure_ascii=False))
+
+def check_ids(ids, vocab_size:int) -> list[int]:
+    "`ids` (a list or 1-D tensor) as a list of ints, or an error naming the first id outside the vocabulary."
+    ids = ids.tolist() if hasattr(ids, 'tolist') else list(ids)
+    if (bad := next((i for i in ids if not 0 <= i < vocab_size), None)) is not None:
+        raise ChadGPTError(f"token id {bad} is outside the vocabulary (0..{vocab_size - 1})")
+    return ids
 
 # %% ../nbs/01_tokenizer.ipynb #0d88e095
 def _describe(c): return f"{c!r} (U+{ord(c):04X})"
 
-class CharTokenizer:
+class CharTokenizer(Tokenizer):
     "Map each character of a fixed vocabulary to its index, and back."
+    type = 'character'
     def __init__(self, chars):
         self.chars = list(chars)
         if not self.chars: raise ChadGPTError("a tokenizer needs at least one character")
@@ -32,9 +55,6 @@ class CharTokenizer:
 
     @property
     def vocab_size(self) -> int: return len(self.chars)
-    def __len__(self): return self.vocab_size
-    def __repr__(self): return f"CharTokenizer(vocab_size={self.vocab_size})"
-    def __eq__(self, other): return isinstance(other, CharTokenizer) and self.chars == other.chars
 
     def encode(self, text:str) -> list[int]:
         "The token ids of `text`; an unknown character is an error naming it and its position."
@@ -53,9 +73,8 @@ class CharTokenizer:
 
     def to_dict(self) -> dict: return {'type': 'character', 'chars': self.chars}
 
-    def save(self, path):
-        "Write the tokenizer to `path` as JSON, atomically."
-        atomic_write(path, json.dumps(self.to_dict(), ensure_ascii=False))
+    @classmethod
+    def from_dict(cls, d:dict): return cls(d['chars'])
 
     @classmethod
     def load(cls, path):

@@ -10,35 +10,13 @@ from pathlib import Path
 from typing import Iterable
 import regex, tiktoken
 from .core import ChadGPTError, atomic_write
-from .tokenizer import CharTokenizer
+from .tokenizer import CharTokenizer, Tokenizer, check_ids
 
 # %% auto #0
-__all__ = ['WORD_PATTERN', 'GPT4_PATTERN', 'BPE_SIZES', 'R50K_URL', 'TOKENIZERS', 'ALIASES', 'BPE_DEFAULT', 'Tokenizer',
-           'check_ids', 'split_words', 'WordTokenizer', 'TiktokenTokenizer', 'BPETokenizer', 'train_bpe_tokenizer',
+__all__ = ['WORD_PATTERN', 'GPT4_PATTERN', 'BPE_SIZES', 'R50K_URL', 'TOKENIZERS', 'ALIASES', 'BPE_DEFAULT', 'KINDS',
+           'split_words', 'WordTokenizer', 'TiktokenTokenizer', 'BPETokenizer', 'train_bpe_tokenizer',
            'tiktoken_cache_path', 'GPT2Tokenizer', 'TextStream', 'TokenizerSpec', 'build_tokenizer', 'spec_of',
            'tokenizer_from_dict', 'describe_tokenizer', 'load_tokenizer']
-
-# %% ../nbs/10_tokenizers.ipynb #089786e1
-class Tokenizer:
-    "The shared protocol: `encode`, `decode`, `decode_bytes`, `vocab_size`, and `to_dict` (with its `type`) to save it."
-    type: str = ''
-    def encode(self, text:str) -> list[int]: raise NotImplementedError
-    def decode(self, ids) -> str: raise NotImplementedError
-    def decode_bytes(self, ids) -> bytes: return self.decode(ids).encode('utf-8')
-    def to_dict(self) -> dict: raise NotImplementedError
-    def __len__(self): return self.vocab_size
-    def __repr__(self): return f"{type(self).__name__}(vocab_size={self.vocab_size:,})"
-    def __eq__(self, other): return type(self) is type(other) and self.to_dict() == other.to_dict()
-    def save(self, path):
-        "Write the tokenizer to `path` as JSON, atomically."
-        atomic_write(path, json.dumps(self.to_dict(), ensure_ascii=False))
-
-def check_ids(ids, vocab_size:int) -> list[int]:
-    "`ids` (a list or 1-D tensor) as a list of ints, or an error naming the first id outside the vocabulary."
-    ids = ids.tolist() if hasattr(ids, 'tolist') else list(ids)
-    if (bad := next((i for i in ids if not 0 <= i < vocab_size), None)) is not None:
-        raise ChadGPTError(f"token id {bad} is outside the vocabulary (0..{vocab_size - 1})")
-    return ids
 
 # %% ../nbs/10_tokenizers.ipynb #8bde975d
 WORD_PATTERN = r"\w+|[^\w\s]|\s"       # a word, one punctuation character, or one whitespace character
@@ -69,6 +47,8 @@ class WordTokenizer(Tokenizer):
     @property
     def vocab_size(self) -> int: return len(self.words)
     def to_dict(self) -> dict: return {'type': 'word', 'words': self.words}
+    @classmethod
+    def from_dict(cls, d:dict): return cls(d['words'])
 
     def encode(self, text:str) -> list[int]:
         "The token ids of `text`; a word outside the vocabulary is an error naming it and its position."
@@ -113,6 +93,9 @@ class BPETokenizer(TiktokenTokenizer):
         super().__init__(tiktoken.Encoding('chadgpt-bpe', pat_str=pattern, special_tokens={},
                                            mergeable_ranks={b: i for i, b in enumerate(self.ranks)}))
 
+    @classmethod
+    def from_dict(cls, d:dict): return cls([base64.b64decode(r, validate=True) for r in d['ranks']], d['pattern'])
+
     def to_dict(self) -> dict:
         return {'type': 'bpe', 'pattern': self.pattern, 'ranks': [base64.b64encode(b).decode() for b in self.ranks]}
 
@@ -150,6 +133,8 @@ class GPT2Tokenizer(TiktokenTokenizer):
                                f"({R50K_URL}) at {tiktoken_cache_path()}") from None
         super().__init__(enc)
     def to_dict(self) -> dict: return {'type': 'gpt2', 'encoding': 'r50k_base'}
+    @classmethod
+    def from_dict(cls, d:dict): return cls()
 
 # %% ../nbs/10_tokenizers.ipynb #a4963819
 class TextStream:
@@ -211,14 +196,13 @@ def spec_of(tokenizer) -> TokenizerSpec:
     return TokenizerSpec(kind, tokenizer.vocab_size if kind == 'bpe' else None)
 
 # %% ../nbs/10_tokenizers.ipynb #f4906ccf
-def tokenizer_from_dict(d:dict):
-    "The tokenizer saved as `d` (what its `to_dict` returned)."
+KINDS = {'character': CharTokenizer, 'word': WordTokenizer, 'gpt2': GPT2Tokenizer, 'bpe': BPETokenizer}   # by saved `type`
+
+def tokenizer_from_dict(d:dict) -> Tokenizer:
+    "The tokenizer saved as `d` (what its `to_dict` returned), made by the kind its `type` names."
     kind = d.get('type') if isinstance(d, dict) else None
-    if kind == 'character': return CharTokenizer(d['chars'])
-    if kind == 'word': return WordTokenizer(d['words'])
-    if kind == 'gpt2': return GPT2Tokenizer()
-    if kind == 'bpe': return BPETokenizer([base64.b64decode(r, validate=True) for r in d['ranks']], d['pattern'])
-    raise ChadGPTError(f"unknown tokenizer type {kind!r}")
+    if kind not in KINDS: raise ChadGPTError(f"unknown tokenizer type {kind!r}")
+    return KINDS[kind].from_dict(d)
 
 def describe_tokenizer(d:dict) -> dict:
     "A short summary of saved tokenizer `d`: its type, vocabulary size and, for characters, the characters."
