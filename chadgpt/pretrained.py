@@ -4,14 +4,14 @@
 
 # %% ../nbs/19_pretrained.ipynb #af6acdde
 from __future__ import annotations
-import json, os
+import json
 from pathlib import Path
 import torch
-from safetensors import safe_open
-from .core import ChadGPTError, atomic_write, check_name, safe_join
-from .model import GPT, GPTConfig, HUB_MODELS, config_from_hf, hf_key, state_dict_from_hf
+from .core import ChadGPTError, atomic_write, safe_join
+from .model import GPT
+from .model import GPTConfig, HUB_MODELS, config_from_hf, hf_key, state_dict_from_hf   # were chadgpt.pretrained's: old imports keep working
 from .tokenizers import GPT2Tokenizer
-from .checkpoint import CONFIG, METRICS, STATE, TOKENIZER, WEIGHTS, models_dir, save_weights
+from .checkpoint import CONFIG, METRICS, STATE, TOKENIZER, models_dir, save_weights
 
 # %% auto #0
 __all__ = ['import_pretrained']

@@ -7,7 +7,6 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Iterator
 import torch
-from torch.nn import functional as F
 from .core import ChadGPTError
 from .tokenizers import TextStream
 from .model import GPT, check_sampling

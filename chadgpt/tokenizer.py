@@ -59,17 +59,14 @@ class CharTokenizer(Tokenizer):
     def encode(self, text:str) -> list[int]:
         "The token ids of `text`; an unknown character is an error naming it and its position."
         try: return [self.stoi[c] for c in text]
-        except KeyError as e:
+        except KeyError:
             i = next(i for i, c in enumerate(text) if c not in self.stoi)
             raise ChadGPTError(f"character {_describe(text[i])} at position {i} is not in the vocabulary "
                                f"of {self.vocab_size} characters") from None
 
     def decode(self, ids) -> str:
         "The text for token ids `ids` (a list of ints or a 1-D tensor)."
-        ids = ids.tolist() if hasattr(ids, 'tolist') else list(ids)
-        bad = [i for i in ids if not 0 <= i < self.vocab_size]
-        if bad: raise ChadGPTError(f"token id {bad[0]} is outside the vocabulary (0..{self.vocab_size-1})")
-        return ''.join(self.chars[i] for i in ids)
+        return ''.join(self.chars[i] for i in check_ids(ids, self.vocab_size))
 
     def to_dict(self) -> dict: return {'type': 'character', 'chars': self.chars}
 

@@ -9,7 +9,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Iterable
 import regex, tiktoken
-from .core import ChadGPTError, atomic_write
+from .core import ChadGPTError
 from .tokenizer import CharTokenizer, Tokenizer, check_ids
 
 # %% auto #0

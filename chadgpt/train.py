@@ -4,19 +4,20 @@
 
 # %% ../nbs/20_train.ipynb #8fbf4c92
 from __future__ import annotations
-import json, math, os, shutil, time
+import json, math, os, shutil, time   # os: tests reach os.replace through chadgpt.train.os
 from contextlib import nullcontext
 from dataclasses import dataclass, asdict, fields, replace
 from pathlib import Path
 import torch
 from torch.nn.parallel import DistributedDataParallel
 from tqdm.auto import tqdm
-from .core import ChadGPTError, NotFoundError, ConflictError, atomic_path, atomic_write, get_home, is_name, safe_join
+from .core import ChadGPTError, ConflictError, atomic_write, safe_join
 from .tokenizers import TokenizerSpec, load_tokenizer, spec_of
 from .data import BUILTINS, TextData, data_name, dataset_path, resolve_alias
 from .tokens import bits_per_byte, prepare
 from .model import GPT, GPTConfig, PRESETS
-from .distributed import World, any_rank, barrier, share, world
+from .distributed import any_rank, barrier, share, world
+# device, optimizer and checkpoint names: those the loop uses, and those chadgpt.train held before the split
 from .device import autocast, cpu_has_bf16, resolve_device, resolve_dtype
 from .optim import Muon, Optimizers, configure_optimizer, get_lr, newton_schulz
 from .checkpoint import (CONFIG, METRICS, NEXT_OPTIMIZER, OPTIMIZER, STATE, TOKENIZER, WEIGHTS, _load_weights,
