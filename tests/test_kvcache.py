@@ -2,7 +2,7 @@
 import pytest, torch
 from chadgpt.model import GPT, GPTConfig
 from chadgpt.sample import generate_text
-from chadgpt.tokenizer import CharTokenizer
+from chadgpt.tokenizers import CharTokenizer
 
 def model(attention, block_size=24, seed=0, **kw):
     torch.manual_seed(seed)
