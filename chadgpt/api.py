@@ -18,63 +18,59 @@ from fastapi.responses import FileResponse, JSONResponse, StreamingResponse
 from fastapi.staticfiles import StaticFiles
 from importlib import resources
 from fastapi.security import APIKeyHeader
-from pydantic import AliasChoices, BaseModel, BeforeValidator, ConfigDict, Field, field_validator, model_validator
+from pydantic import AliasChoices, BaseModel, BeforeValidator, ConfigDict, Field, create_model, field_validator, model_validator
 from starlette.background import BackgroundTask
 from starlette.concurrency import iterate_in_threadpool
 from starlette.datastructures import Headers
 from starlette.exceptions import HTTPException
-from .core import ChadGPTError, NotFoundError, ConflictError, BusyError, check_name
+from .core import SETTING_ALIASES, ChadGPTError, NotFoundError, ConflictError, BusyError, Setting, check_name
 from .model import GPTConfig, head_advice
-from .tokenizers import BPE_DEFAULT, BPE_SIZES
-from .train import ARCHS, DEFAULT_ARCH, TrainConfig, arch_configs, saved_configs
+from .tokenizers import BPE_DEFAULT, BPE_SIZES, BPE_VOCAB
+from .train import ARCHS, DEFAULT_ARCH, TrainConfig, all_settings, arch_configs, preset_value, saved_configs, split_settings
 from .sample import Sampling, stream_text
 from .store import Store, TooLargeError, DiskFullError
 
 # %% auto #0
-__all__ = ['MODEL_KEYS', 'TRAIN_KEYS', 'SAFE_METHODS', 'OPEN_PATHS', 'LOOPBACK_HOSTS', 'MAX_BODY_BYTES', 'FORM_BYTES',
-           'SECURITY_HEADERS', 'STATIC', 'WILDCARD_HOSTS', 'Hyperparameters', 'TrainRequest', 'request_configs',
-           'UnauthorizedError', 'public_message', 'host_name', 'authority', 'Guard', 'machine_memory', 'create_app',
-           'Int', 'EvalQuery', 'allowed_hosts_for', 'serve']
+__all__ = ['Hyperparameters', 'SAFE_METHODS', 'OPEN_PATHS', 'LOOPBACK_HOSTS', 'MAX_BODY_BYTES', 'FORM_BYTES', 'SECURITY_HEADERS',
+           'STATIC', 'WILDCARD_HOSTS', 'setting_field', 'hyperparameters_model', 'TrainRequest', 'request_model',
+           'request_configs', 'UnauthorizedError', 'public_message', 'host_name', 'authority', 'Guard',
+           'machine_memory', 'create_app', 'Int', 'EvalQuery', 'allowed_hosts_for', 'serve']
 
 # %% ../nbs/25_api.ipynb #5c4072de
-_M, _T = arch_configs()          # the default preset: what the schema shows as examples
-
-class Hyperparameters(BaseModel):
-    "Model and training settings; omitted ones take chadgpt's defaults."
+class _Hyperparameters(BaseModel):
+    "Model and training settings; omitted ones take chadgpt's defaults. (The settings' fields come from `all_settings`.)"
     model_config = ConfigDict(extra='forbid', strict=True)
     arch: Literal[tuple(ARCHS)] | None = Field(None, examples=[DEFAULT_ARCH], description=f"preset: {DEFAULT_ARCH} (default) "
                                              "or lecture (Let's build GPT's model with AdamW); the settings below override it")
-    vocab_size: int | None = Field(None, ge=1, le=1_000_000, description="the bpe tokenizer's target size (256-65,536, "
-                                   "default 4,096); the other tokenizers take theirs from the data (ignored)")
-    block_size: int | None = Field(None, examples=[_M.block_size], ge=1, le=2048)
-    n_head: int | None = Field(None, examples=[_M.n_head], ge=1, le=64, validation_alias=AliasChoices('n_head', 'n_heads'))
-    n_embed: int | None = Field(None, examples=[_M.n_embed], ge=1, le=2048)
-    n_layer: int | None = Field(None, examples=[_M.n_layer], ge=1, le=48)
-    dropout: float | None = Field(None, examples=[_M.dropout], ge=0, lt=1)
-    attention: Literal['fused', 'heads'] | None = Field(None, examples=[_M.attention])
-    rotary: bool | None = Field(None, description="rotary positions and sliding-window attention (modern: on)")
-    norm: Literal['layer', 'rms'] | None = Field(None, description="LayerNorm or RMSNorm (modern: rms)")
-    qk_norm: bool | None = Field(None, description="normalised queries and keys (modern: on)")
-    activation: Literal['gelu', 'relu2'] | None = Field(None, description="MLP non-linearity (modern: relu2)")
-    zero_init: bool | None = Field(None, description="output projections start at zero (modern: on)")
-    tie_weights: bool | None = Field(None, description="output layer shares the token embedding (modern: off)")
-    softcap: float | None = Field(None, ge=0, le=1000, description="logit soft-cap, 0 = off (modern: 15)")
-    optimizer: Literal['adamw', 'muon'] | None = Field(None, description="modern: muon")
-    batch_size: int | None = Field(None, examples=[_T.batch_size], ge=1, le=1024)
-    max_iters: int | None = Field(None, examples=[_T.max_iters], ge=1, le=1_000_000)
-    learning_rate: float | None = Field(None, examples=[_T.learning_rate], gt=0, le=1)
-    eval_interval: int | None = Field(None, examples=[_T.eval_interval], ge=1, le=1_000_000)
-    eval_iters: int | None = Field(None, examples=[_T.eval_iters], ge=1, le=1000)
-    weight_decay: float | None = Field(None, examples=[_T.weight_decay], ge=0, le=10)
-    warmup_iters: int | None = Field(None, examples=[_T.warmup_iters], ge=0, le=1_000_000)
-    grad_clip: float | None = Field(None, examples=[_T.grad_clip], ge=0, le=1000)
-    seed: int | None = Field(None, examples=[_T.seed], ge=0, le=2**32 - 1)
+    vocab_size: int | None = Field(None, ge=1, le=1_000_000, title=BPE_VOCAB.label, examples=[BPE_VOCAB.default],
+                                   description=f"{BPE_VOCAB.help} (the original API's name; {BPE_VOCAB.bounds()}, default "
+                                   f"{BPE_VOCAB.default:,}); the other tokenizers take theirs from the data (ignored)",
+                                   json_schema_extra={'x-bpe-min': BPE_VOCAB.lo, 'x-bpe-max': BPE_VOCAB.hi})
 
     @model_validator(mode='after')
     def _heads_divide_embed(self):
-        n_embed, n_head = self.n_embed or GPTConfig.n_embed, self.n_head or GPTConfig.n_head
+        n_embed, n_head = getattr(self, 'n_embed', None) or GPTConfig.n_embed, getattr(self, 'n_head', None) or GPTConfig.n_head
         if n_embed % n_head: raise ValueError(head_advice(n_embed, n_head))
         return self
+
+def setting_field(s:Setting) -> tuple:
+    "The pydantic `(type, Field)` of setting `s` in a request: optional, with its bounds, choices, label, help and aliases."
+    bounds = ({'gt' if s.lo_open else 'ge': s.lo} if s.lo is not None else {}) | ({'lt' if s.hi_open else 'le': s.hi} if s.hi is not None else {})
+    aliases = [old for old, new in SETTING_ALIASES.items() if new == s.name]
+    example = preset_value(s.name)
+    return (Literal[s.choices] if s.choices else s.type) | None, Field(
+        None, title=s.label, description=s.help, examples=None if example is None else [example], **bounds,
+        validation_alias=AliasChoices(s.name, *aliases) if aliases else None,
+        json_schema_extra={'x-group': s.group, 'x-basic': s.basic, **({'x-step': s.step} if s.step else {})})
+
+def hyperparameters_model(settings=None) -> type[BaseModel]:
+    "The request model of `hyperparameters`: `arch`, `vocab_size` and a field for each setting (default: every REST setting)."
+    settings = all_settings('rest') if settings is None else settings
+    return create_model('Hyperparameters', __base__=_Hyperparameters, __doc__=_Hyperparameters.__doc__,
+                        **{s.name: setting_field(s) for s in settings})
+
+Hyperparameters = hyperparameters_model()
+_TRAIN = {s.name: s for s in all_settings()}   # the request's own device and dtype: see all_settings' table
 
 class TrainRequest(BaseModel):
     "Body of `POST /lm/{name}/train`."
@@ -86,8 +82,8 @@ class TrainRequest(BaseModel):
                           "hyperparameters.vocab_size tokens); when resuming, the model's own")
     hyperparameters: Hyperparameters = Field(default_factory=Hyperparameters)
     resume: bool = Field(False, description="continue the model from its last checkpoint instead of starting afresh")
-    device: str = Field('auto', pattern=r'^(auto|cpu|cuda(:\d+)?)$')
-    dtype: Literal['auto', 'float32', 'bfloat16'] = Field('auto', description="compute precision (auto: bf16 where it is fast)")
+    device: str = Field('auto', pattern=r'^(auto|cpu|cuda(:\d+)?)$', title=_TRAIN['device'].label, description=_TRAIN['device'].help)
+    dtype: Literal[_TRAIN['dtype'].choices] = Field('auto', title=_TRAIN['dtype'].label, description=_TRAIN['dtype'].help)
 
     @field_validator('dataset')
     @classmethod
@@ -106,20 +102,21 @@ class TrainRequest(BaseModel):
         if self.tokenizer == 'bpe': return f"bpe:{self.hyperparameters.vocab_size or BPE_DEFAULT}"
         return self.tokenizer
 
-# %% ../nbs/25_api.ipynb #3d5ac516
-MODEL_KEYS = ('block_size', 'n_head', 'n_embed', 'n_layer', 'dropout', 'attention', 'rotary', 'norm', 'qk_norm',
-              'activation', 'zero_init', 'tie_weights', 'softcap')
-TRAIN_KEYS = ('batch_size', 'max_iters', 'learning_rate', 'eval_interval', 'eval_iters', 'weight_decay', 'warmup_iters',
-              'grad_clip', 'seed', 'optimizer')
+def request_model(settings=None) -> type[TrainRequest]:
+    "`TrainRequest` with the `hyperparameters` of `settings` (default: every REST setting, as `all_settings` reads them now)."
+    h = hyperparameters_model(settings)
+    return create_model('TrainRequest', __base__=TrainRequest, __doc__=TrainRequest.__doc__,
+                        hyperparameters=(h, Field(default_factory=h)))
 
+# %% ../nbs/25_api.ipynb #3d5ac516
 def request_configs(req:TrainRequest, name:str|None=None, home=None) -> tuple[GPTConfig, TrainConfig]:
     "The configs a request asks for: given settings over the defaults, or over the saved ones when resuming."
-    h = req.hyperparameters.model_dump()
-    m, t = {k: h[k] for k in MODEL_KEYS if h[k] is not None}, {k: h[k] for k in TRAIN_KEYS if h[k] is not None}
+    h = req.hyperparameters
+    m, t = split_settings(h.model_dump(exclude={'arch', 'vocab_size'}))
     if req.resume:
-        if h['arch']: raise ChadGPTError("hyperparameters.arch is for new models; a resumed model keeps its own")
+        if h.arch: raise ChadGPTError("hyperparameters.arch is for new models; a resumed model keeps its own")
         return saved_configs(name, home, m, {**t, 'device': req.device, 'dtype': req.dtype})
-    return arch_configs(h['arch'], m, {**t, 'device': req.device, 'dtype': req.dtype})
+    return arch_configs(h.arch, m, {**t, 'device': req.device, 'dtype': req.dtype})
 
 # %% ../nbs/25_api.ipynb #e8b6d145
 class UnauthorizedError(ChadGPTError):
@@ -344,12 +341,13 @@ def _add_model_routes(app:FastAPI, store:Store):
         store.delete_model(name)
         return {'message': f"model {name!r} deleted"}
 
-    @app.post('/lm/{name}/train', status_code=202, dependencies=auth, summary="Start training in the background",
-              max_body_size=MAX_BODY_BYTES)
-    def train_model(name: str, req: TrainRequest):
+    def train_model(name: str, req):
         mcfg, tcfg = request_configs(req, check_name(name), store.home)
         store.train(name, mcfg, tcfg, None if req.resume else req.dataset, resume=req.resume, tokenizer=req.tokenizer_spec)
         return public_status(store.status(name))
+    train_model.__annotations__['req'] = request_model()          # the settings as they are defined now
+    app.post('/lm/{name}/train', status_code=202, dependencies=auth, summary="Start training in the background",
+             max_body_size=MAX_BODY_BYTES)(train_model)
 
     @app.get('/lm/{name}/status', summary="Training status: state, step, losses, tokens/s, ETA")
     def status(name: str): return public_status(store.status(name))

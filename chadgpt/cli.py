@@ -5,51 +5,53 @@
 # %% ../nbs/28_cli.ipynb #af795a7d
 from __future__ import annotations
 import argparse, ipaddress, json, os, signal, sys, threading, time
-from dataclasses import fields
 from pathlib import Path
 from . import __version__
-from .core import ChadGPTError, atomic_write, safe_join, slug
+from .core import ChadGPTError, Setting, atomic_write, safe_join, slug
 from .model import GPTConfig
 from .device import resolve_device, resolve_dtype
 from .checkpoint import checkpoint_step, load_model, models_dir, read_json
-from .train import ARCHS, DEFAULT_ARCH, arch_configs, TrainConfig, train, saved_configs
+from .train import ARCHS, DEFAULT_ARCH, all_settings, arch_configs, split_settings, TrainConfig, train, saved_configs
 from .distributed import process_group, restart_count
 from .sample import Sampling, stream_text
 from .tokenizers import TokenizerSpec
 
 # %% auto #0
-__all__ = ['MODEL_FLAGS', 'TRAIN_FLAGS', 'TOKENIZER_HELP', 'CHOICES', 'build_parser', 'cmd_train', 'cmd_sample', 'cmd_prepare',
-           'cmd_import', 'cmd_serve', 'cmd_bench', 'main']
+__all__ = ['TOKENIZER_HELP', 'build_parser', 'cmd_train', 'cmd_sample', 'cmd_prepare', 'cmd_import', 'cmd_serve', 'cmd_bench',
+           'main']
 
 # %% ../nbs/28_cli.ipynb #b7066445
 class _Parser(argparse.ArgumentParser):
     def error(self, message):
         self.exit(2, f"{self.prog}: error: {message} (see {self.prog} --help)\n")
 
-MODEL_FLAGS = ('n_layer', 'n_embed', 'n_head', 'block_size', 'dropout', 'attention', 'rotary', 'norm', 'qk_norm',
-               'activation', 'zero_init', 'tie_weights', 'softcap')
-TRAIN_FLAGS = ('batch_size', 'max_iters', 'learning_rate', 'eval_interval', 'eval_iters', 'weight_decay',
-               'warmup_iters', 'grad_clip', 'device', 'seed', 'dtype', 'compile', 'grad_accum', 'optimizer')
 TOKENIZER_HELP = "char, word, gpt2 or bpe[:VOCAB] (a BPE trained on the dataset; VOCAB 256-65536, default 4096)"
 
 def _tokenizer(s:str) -> str:
     try: return str(TokenizerSpec.parse(s))
     except ChadGPTError as e: raise argparse.ArgumentTypeError(str(e)) from None
 
-CHOICES = {'attention': ('fused', 'heads'), 'dtype': ('auto', 'float32', 'bfloat16'), 'norm': ('layer', 'rms'),
-           'activation': ('gelu', 'relu2'), 'optimizer': ('adamw', 'muon')}
+def _setting_type(s:Setting):
+    "argparse's `type` for setting `s`: the text converted and checked by the setting's own definition."
+    def parse(text:str):
+        try: v = s.type(text)
+        except ValueError:
+            raise argparse.ArgumentTypeError(f"{s.name} must be {'an integer' if s.type is int else 'a number'}, got {text!r}") from None
+        try: return s.check(v)
+        except ChadGPTError as e: raise argparse.ArgumentTypeError(str(e)) from None
+    return parse
 
-def _add_config_flags(p, cls, names):
-    defaults = {f.name: f for f in fields(cls)}
-    for n in names:
-        f = defaults[n]
-        flags = ['--' + n.replace('_', '-'), *(['--' + n] if '_' in n else [])]
-        if str(f.type) == 'bool':           # --rotary / --no-rotary: a preset's switch can be turned off
-            p.add_argument(*flags, dest=n, action=argparse.BooleanOptionalAction, default=None,
-                           help=f"(default: {'on' if f.default else 'off'}, or the preset's)"); continue
-        typ = {'int': int, 'float': float}.get(str(f.type).split(' ')[0], str)
-        p.add_argument(*flags, dest=n, type=typ, default=None, choices=CHOICES.get(n), metavar=n.upper(),
-                       help=f"(default: {f.default}{'; one of ' + ', '.join(CHOICES[n]) if n in CHOICES else ''})")
+def _add_config_flags(p, settings):
+    "A flag for each setting: `--n-layer` (and `--n_layer`); `--rotary`/`--no-rotary` for a switch; help from its label."
+    for s in settings:
+        flags = ['--' + s.name.replace('_', '-'), *(['--' + s.name] if '_' in s.name else [])]
+        about = f"{s.label}: {s.help}" if s.help else s.label
+        if s.type is bool:           # --rotary / --no-rotary: a preset's switch can be turned off
+            p.add_argument(*flags, dest=s.name, action=argparse.BooleanOptionalAction, default=None,
+                           help=f"{about} (default: {'on' if s.default else 'off'}, or the preset's)"); continue
+        limits = f"; one of {', '.join(s.choices)}" if s.choices else f"; {s.bounds()}" if s.bounds() else ''
+        p.add_argument(*flags, dest=s.name, type=_setting_type(s), default=None, metavar=s.name.upper(),
+                       help=f"{about} (default: {'unset' if s.default is None else s.default}{limits})".replace('%', '%%'))
 
 # %% ../nbs/28_cli.ipynb #b7f90bdd
 def _train_command(sub):
@@ -65,8 +67,8 @@ def _train_command(sub):
                    help="fine-tune: start from this saved (or imported) model's weights, with its shape and tokenizer")
     t.add_argument('--arch', choices=tuple(ARCHS), help=f"preset: {DEFAULT_ARCH} (default) or lecture, the model of "
                    "Let's build GPT with AdamW; the flags below override it")
-    _add_config_flags(t.add_argument_group('model'), GPTConfig, MODEL_FLAGS)
-    _add_config_flags(t.add_argument_group('training'), TrainConfig, TRAIN_FLAGS)
+    for group in ('model', 'training'):
+        _add_config_flags(t.add_argument_group(group), [s for s in all_settings('cli') if s.group == group])
 
 def _sample_command(sub):
     s = sub.add_parser('sample', help="generate text from a trained model", description="Generate text from a model.")
@@ -152,12 +154,12 @@ def _default_name(dataset:str) -> str:
 
 def _configs(args):
     "The model and training configs the flags ask for: defaults, the saved run's when resuming, the base model's shape when fine-tuning."
-    given = lambda names: {n: getattr(args, n) for n in names if getattr(args, n) is not None}
+    model, training = split_settings({s.name: getattr(args, s.name) for s in all_settings('cli')})
     if args.arch and (args.resume or args.init_from):
         raise ChadGPTError("--arch is for new models; resuming or fine-tuning keeps the saved model's")
-    if args.resume: return saved_configs(args.name, args.home, given(MODEL_FLAGS), given(TRAIN_FLAGS))
-    if args.init_from: return saved_configs(args.init_from, args.home, given(MODEL_FLAGS))[0], TrainConfig(**given(TRAIN_FLAGS))
-    return arch_configs(args.arch, given(MODEL_FLAGS), given(TRAIN_FLAGS))
+    if args.resume: return saved_configs(args.name, args.home, model, training)
+    if args.init_from: return saved_configs(args.init_from, args.home, model)[0], TrainConfig.from_dict(training)
+    return arch_configs(args.arch, model, training)
 
 # %% ../nbs/28_cli.ipynb #ab191a1d
 def _on_signals(stop:threading.Event, loud:bool):

@@ -4,13 +4,14 @@
 
 # %% ../nbs/00_core.ipynb #908f24f6
 from __future__ import annotations
-import os, re, tempfile
+import dataclasses, math, os, re, tempfile
 from contextlib import contextmanager
 from pathlib import Path
 
 # %% auto #0
-__all__ = ['ChadGPTError', 'NotFoundError', 'ConflictError', 'BusyError', 'get_home', 'atomic_path', 'atomic_write', 'is_name',
-           'check_name', 'safe_join', 'slug']
+__all__ = ['INTERFACES', 'SETTING_ALIASES', 'ChadGPTError', 'NotFoundError', 'ConflictError', 'BusyError', 'get_home',
+           'atomic_path', 'atomic_write', 'is_name', 'check_name', 'safe_join', 'slug', 'Setting', 'setting',
+           'settings_of', 'check_settings', 'unalias']
 
 # %% ../nbs/00_core.ipynb #f713a5ca
 class ChadGPTError(ValueError):
@@ -85,3 +86,80 @@ def slug(text:str, default:str='x', limit:int=64) -> str:
     "`text` made into a name `check_name` accepts: runs of other characters become '-', no leading dot; `default` if empty."
     s = re.sub(r'\.{2,}', '.', re.sub(r'[^A-Za-z0-9_.-]+', '-', text)).strip('.-')[:limit].rstrip('.-')
     return s or default
+
+# %% ../nbs/00_core.ipynb #ad782fab
+INTERFACES = ('cli', 'rest', 'panel', 'page')   # where settings are set: command line, REST API, notebook panels, web page
+
+@dataclasses.dataclass(frozen=True)
+class Setting:
+    "One setting: its name, type, default, bounds (`lo`/`hi`, open or closed), choices, label, help, and where it is set."
+    name: str
+    type: type                    # int, float, bool or str
+    default: object
+    label: str
+    help: str = ''
+    lo: float|None = None
+    hi: float|None = None
+    lo_open: bool = False         # lo itself is not allowed
+    hi_open: bool = False
+    choices: tuple = ()
+    optional: bool = False        # None is allowed too (the help says what it means)
+    group: str = 'model'          # 'model' or 'training'
+    basic: bool = False           # shown up front in the panels and on the web page (the rest fold away)
+    step: float|None = None       # a control's step
+    interfaces: tuple = INTERFACES
+
+    def bounds(self) -> str:
+        "The bounds in words: `>= 1 and <= 48`."
+        num = lambda x: str(int(x)) if float(x).is_integer() else f"{x:g}"
+        return ' and '.join(([f"{'>' if self.lo_open else '>='} {num(self.lo)}"] if self.lo is not None else []) +
+                            ([f"{'<' if self.hi_open else '<='} {num(self.hi)}"] if self.hi is not None else []))
+
+    def check(self, v):
+        "`v` if it is a valid value of this setting (an int is a valid float), else a `ChadGPTError` that says why."
+        if v is None and self.optional: return v
+        if self.type is bool:
+            if not isinstance(v, bool): raise ChadGPTError(f"{self.name} must be true or false, got {v!r}")
+        elif self.type in (int, float):
+            kind = int if self.type is int else (int, float)
+            if isinstance(v, bool) or not isinstance(v, kind) or not math.isfinite(v):
+                raise ChadGPTError(f"{self.name} must be {'an integer' if self.type is int else 'a number'}, got {v!r}")
+            lo, hi = self.lo, self.hi
+            if (lo is not None and (v <= lo if self.lo_open else v < lo)) or (hi is not None and (v >= hi if self.hi_open else v > hi)):
+                raise ChadGPTError(f"{self.name} must be {self.bounds()}, got {v!r}")
+        elif not isinstance(v, str): raise ChadGPTError(f"{self.name} must be text, got {v!r}")
+        if self.choices and v not in self.choices:
+            *rest, last = map(str, self.choices)
+            raise ChadGPTError(f"{self.name} must be {', '.join(rest) + ' or ' if rest else ''}{last}, got {v!r}")
+        return v
+
+# %% ../nbs/00_core.ipynb #24ce4e2f
+def setting(default, label:str, help:str='', **definition) -> dataclasses.Field:
+    "A dataclass field whose metadata defines a `Setting` (its name and, unless given, its type come from the field)."
+    return dataclasses.field(default=default, metadata={'setting': dict(default=default, label=label, help=help, **definition)})
+
+def settings_of(cls) -> tuple[Setting, ...]:
+    "The `Setting` of every field of dataclass `cls` defined with `setting`, in field order."
+    out = []
+    for f in dataclasses.fields(cls):
+        if 'setting' not in f.metadata: continue
+        d = dict(f.metadata['setting'])
+        d.setdefault('type', type(d['default']))
+        out.append(Setting(name=f.name, **d))
+    return tuple(out)
+
+def check_settings(obj):
+    "Check every setting of dataclass instance `obj` (for its `__post_init__`)."
+    for s in settings_of(type(obj)): s.check(getattr(obj, s.name))
+
+# %% ../nbs/00_core.ipynb #73f4bb05
+SETTING_ALIASES = {'n_heads': 'n_head'}   # old or other names of a setting -> its name
+
+def unalias(d:dict, known=()) -> dict:
+    "`d` with aliased keys renamed (a key in `known`, a real field, is left alone); both spellings at once is an error."
+    out = dict(d)
+    for old, new in SETTING_ALIASES.items():
+        if old in out and old not in known:
+            if new in out: raise ChadGPTError(f"{old} is another name for {new}: give one of them")
+            out[new] = out.pop(old)
+    return out

@@ -11,7 +11,7 @@ from dataclasses import dataclass, asdict, fields, InitVar
 import torch
 import torch.nn as nn
 from torch.nn import functional as F
-from .core import ChadGPTError, check_name
+from .core import ChadGPTError, check_name, check_settings, setting, unalias
 from .attention import MultiHeadAttention, CausalSelfAttention, Dropout, Rotary
 
 # %% auto #0
@@ -31,48 +31,41 @@ def head_advice(n_embed:int, n_head:int) -> str:
 # %% ../nbs/12_model.ipynb #b3eba4ff
 @dataclass
 class GPTConfig:
-    "The shape of a GPT. `n_heads` is accepted as an alias of `n_head`."
+    "The shape of a GPT: `vocab_size` (from the tokenizer) and the model's settings. `n_heads` is accepted as an alias of `n_head`."
     vocab_size: int = 65
-    block_size: int = 64
-    n_layer: int = 4
-    n_head: int = 4
-    n_embed: int = 128
-    dropout: float = 0.0
-    attention: str = 'fused'    # 'fused' (one QKV projection, fused kernels) or 'heads' (the lecture's module per head)
-    tie_weights: bool = True    # share the token embedding with the output layer, as GPT-2 does
-    head_bias: bool = False     # a bias on the output layer (the lecture's `lm_head` has one; GPT-2's has none)
-    vocab_multiple: int = 1     # pad the embedding rows to a multiple of this (64: faster matmuls); never sampled
-    qkv_bias: bool = False      # biases on the query/key/value projection (GPT-2 has them; the lecture's heads do not)
-    gelu: str = 'exact'         # 'exact', or 'tanh': the approximation GPT-2 was trained with
+    block_size: int = setting(64, 'Context length (tokens)', "the most tokens the model reads at once", lo=1, hi=2048, step=8, basic=True)
+    n_layer: int = setting(4, 'Number of attention layers', "transformer blocks, one after another", lo=1, hi=48, basic=True)
+    n_head: int = setting(4, 'Number of attention heads', "heads per layer; must divide n_embed", lo=1, hi=64, basic=True)
+    n_embed: int = setting(128, 'Embedding size', "features per token", lo=1, hi=2048, step=8, basic=True)
+    dropout: float = setting(0.0, 'Dropout', "share of activations zeroed in training", lo=0, hi=1, hi_open=True, step=0.05, basic=True)
+    attention: str = setting('fused', 'Attention', "fused: one QKV projection and fused kernels; heads: the lecture's module per head",
+                             choices=('fused', 'heads'))
+    tie_weights: bool = setting(True, 'Tied output layer', "the output layer shares the token embedding, as in GPT-2")
+    head_bias: bool = setting(False, 'Output layer bias', "a bias on the output layer (the lecture's has one; GPT-2's has none)")
+    vocab_multiple: int = setting(1, 'Vocabulary padding', "pad the embedding rows to a multiple of this (64: faster matmuls); never sampled",
+                                  lo=1, hi=1024)
+    qkv_bias: bool = setting(False, 'Query/key/value biases', "biases on the attention's input projection (GPT-2 has them)")
+    gelu: str = setting('exact', 'GELU form', "exact, or tanh: the approximation GPT-2 was trained with", choices=('exact', 'tanh'))
     # the 2020s switches (chapter "A modern GPT"); all off is the lecture's model
-    rotary: bool = False        # rotary position embeddings instead of a learned table; sliding-window attention
-    norm: str = 'layer'         # 'layer' (LayerNorm) or 'rms' (RMSNorm)
-    qk_norm: bool = False       # RMS-normalise each head's queries and keys
-    activation: str = 'gelu'    # MLP non-linearity: 'gelu', 'relu' (the lecture's) or 'relu2' (ReLU squared)
-    zero_init: bool = False     # output projections (and an untied head) start at zero
-    softcap: float = 0.0        # logits become softcap·tanh(logits/softcap); 0: off
+    rotary: bool = setting(False, 'Rotary positions', "positions by rotating queries and keys, no table; sliding-window attention")
+    norm: str = setting('layer', 'Normalisation', "layer (LayerNorm) or rms (RMSNorm)", choices=('layer', 'rms'))
+    qk_norm: bool = setting(False, 'Normalised queries and keys', "RMS-normalise each head's queries and keys")
+    activation: str = setting('gelu', 'Activation', "the MLP's non-linearity: gelu, relu (the lecture's) or relu2 (ReLU squared)",
+                              choices=('gelu', 'relu', 'relu2'))
+    zero_init: bool = setting(False, 'Zero-initialised outputs', "output projections (and an untied head) start at zero")
+    softcap: float = setting(0.0, 'Logit soft-cap', "logits become softcap·tanh(logits/softcap); 0: off", lo=0, hi=1000)
     n_heads: InitVar[int|None] = None
 
     def __post_init__(self, n_heads=None):
         if n_heads is not None: self.n_head = n_heads
-        for k in ('vocab_size', 'block_size', 'n_layer', 'n_head', 'n_embed', 'vocab_multiple'):
-            v = getattr(self, k)
-            if isinstance(v, bool) or not isinstance(v, int) or v < 1:
-                raise ChadGPTError(f"{k} must be a positive integer, got {v!r}")
+        if isinstance(self.vocab_size, bool) or not isinstance(self.vocab_size, int) or self.vocab_size < 1:
+            raise ChadGPTError(f"vocab_size must be a positive integer, got {self.vocab_size!r}")
+        check_settings(self)
         if self.n_embed % self.n_head: raise ChadGPTError(head_advice(self.n_embed, self.n_head))
-        if isinstance(self.dropout, bool) or not isinstance(self.dropout, (int, float)) or not 0 <= self.dropout < 1:
-            raise ChadGPTError(f"dropout must be in [0, 1), got {self.dropout!r}")
-        if self.attention not in ('fused', 'heads'):
-            raise ChadGPTError(f"attention must be 'fused' or 'heads', got {self.attention!r}")
-        if self.gelu not in ('exact', 'tanh'): raise ChadGPTError(f"gelu must be 'exact' or 'tanh', got {self.gelu!r}")
-        for k, choices in (('norm', ('layer', 'rms')), ('activation', ('gelu', 'relu', 'relu2'))):
-            if getattr(self, k) not in choices: raise ChadGPTError(f"{k} must be {' or '.join(choices)}, got {getattr(self, k)!r}")
         for k in ('qkv_bias', 'rotary', 'qk_norm'):
             if getattr(self, k) and self.attention != 'fused': raise ChadGPTError(f"{k} needs attention='fused'")
         if self.rotary and (self.n_embed // self.n_head) % 2:
             raise ChadGPTError(f"rotary needs an even head size (n_embed / n_head), got {self.n_embed // self.n_head}")
-        if isinstance(self.softcap, bool) or not isinstance(self.softcap, (int, float)) or not 0 <= self.softcap <= 1000:
-            raise ChadGPTError(f"softcap must be 0 (off) or a positive number up to 1000, got {self.softcap!r}")
 
     def to_dict(self) -> dict: return asdict(self)
 
@@ -83,8 +76,9 @@ class GPTConfig:
 
     @classmethod
     def from_dict(cls, d:dict):
-        "A config from a dict (e.g. JSON); `n_heads` is an alias, unknown keys are an error."
-        known = {f.name for f in fields(cls)} | {'n_heads'}
+        "A config from a dict (e.g. JSON): aliases (`n_heads`) renamed, missing settings at their defaults, unknown keys an error."
+        known = {f.name for f in fields(cls)}
+        d = unalias(d, known)
         unknown = sorted(set(d) - known)
         if unknown: raise ChadGPTError(f"unknown model setting(s): {', '.join(unknown)}")
         return cls(**d)

@@ -108,8 +108,8 @@ class DatasetStore:
 # %% ../nbs/24_store.ipynb #221ebfc8
 def estimate_train_bytes(m:GPTConfig, batch_size:int) -> int:
     "Memory (bytes) to train `m` at `batch_size`: the fp32-with-dropout case (the largest), runtime included."
-    C, L, T, V, B = m.n_embed, m.n_layer, m.block_size, max(m.vocab_size, 256), batch_size
-    params = L * 12 * C * C + (V + T) * C
+    C, L, T, V, B = m.n_embed, m.n_layer, m.block_size, max(m.padded_vocab, 256), batch_size
+    params = L * 12 * C * C + (V + T) * C + (0 if m.tie_weights else V * C)   # an untied head: a second V × C
     activations = 4 * L * B * T * (24 * C + 4 * m.n_head * T) + 8 * B * T * V   # (B, T, C) and (B, H, T, T) per layer
     return int(16 * params + activations + 256 * 2**20)
 

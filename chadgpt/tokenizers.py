@@ -9,12 +9,12 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Iterable
 import regex, tiktoken
-from .core import ChadGPTError, atomic_write
+from .core import ChadGPTError, Setting, atomic_write
 
 # %% auto #0
-__all__ = ['WORD_PATTERN', 'GPT4_PATTERN', 'BPE_SIZES', 'R50K_URL', 'TOKENIZERS', 'ALIASES', 'BPE_DEFAULT', 'KINDS', 'Tokenizer',
-           'check_ids', 'CharTokenizer', 'split_words', 'WordTokenizer', 'TiktokenTokenizer', 'BPETokenizer',
-           'train_bpe_tokenizer', 'tiktoken_cache_path', 'GPT2Tokenizer', 'TextStream', 'TokenizerSpec',
+__all__ = ['WORD_PATTERN', 'GPT4_PATTERN', 'BPE_SIZES', 'R50K_URL', 'TOKENIZERS', 'ALIASES', 'BPE_DEFAULT', 'BPE_VOCAB', 'KINDS',
+           'Tokenizer', 'check_ids', 'CharTokenizer', 'split_words', 'WordTokenizer', 'TiktokenTokenizer',
+           'BPETokenizer', 'train_bpe_tokenizer', 'tiktoken_cache_path', 'GPT2Tokenizer', 'TextStream', 'TokenizerSpec',
            'build_tokenizer', 'spec_of', 'tokenizer_from_dict', 'describe_tokenizer', 'load_tokenizer']
 
 # %% ../nbs/13_tokenizers.ipynb #cf2760b1
@@ -222,6 +222,8 @@ class TextStream:
 TOKENIZERS = ('char', 'word', 'gpt2', 'bpe')
 ALIASES = {'character': 'char', 'tiktoken': 'gpt2'}
 BPE_DEFAULT = 4096
+BPE_VOCAB = Setting('vocab_size', int, BPE_DEFAULT, 'BPE vocabulary size', "the size of a BPE trained on the dataset",
+                    lo=BPE_SIZES[0], hi=BPE_SIZES[1], step=256)   # the one setting of a tokenizer
 
 @dataclass(frozen=True)
 class TokenizerSpec:

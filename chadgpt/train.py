@@ -4,14 +4,14 @@
 
 # %% ../nbs/21_train.ipynb #8fbf4c92
 from __future__ import annotations
-import json, math, os, shutil, time   # os: tests reach os.replace through chadgpt.train.os
+import json, math, os, re, shutil, time   # os: tests reach os.replace through chadgpt.train.os
 from contextlib import nullcontext
 from dataclasses import dataclass, asdict, fields, replace
 from pathlib import Path
 import torch
 from torch.nn.parallel import DistributedDataParallel
 from tqdm.auto import tqdm
-from .core import ChadGPTError, ConflictError, atomic_write, safe_join
+from .core import ChadGPTError, ConflictError, atomic_write, check_settings, safe_join, setting, settings_of, unalias
 from .tokenizers import TokenizerSpec, load_tokenizer, spec_of
 from .data import BUILTINS, TextData, data_name, dataset_path, resolve_alias
 from .tokens import bits_per_byte, prepare
@@ -25,63 +25,64 @@ from .checkpoint import (CONFIG, METRICS, NEXT_OPTIMIZER, OPTIMIZER, STATE, TOKE
                                 load_weights_into, model_dir, models_dir, read_json, read_metrics, save_weights)
 
 # %% auto #0
-__all__ = ['TRAIN_PRESETS', 'ARCHS', 'DEFAULT_ARCH', 'TrainConfig', 'estimate_loss', 'train', 'Source', 'TrainingRun',
-           'saved_configs', 'arch_configs', 'train_step']
-
-# %% ../nbs/21_train.ipynb #491fb407
-def _check(obj, k, integer=False, lo=None, hi=None, lo_open=False, hi_open=False):
-    "Raise `ChadGPTError` unless `obj.k` is a number (an integer if `integer`) within the bounds."
-    v = getattr(obj, k)
-    if isinstance(v, bool) or not isinstance(v, int if integer else (int, float)) or not math.isfinite(v):
-        raise ChadGPTError(f"{k} must be {'an integer' if integer else 'a number'}, got {v!r}")
-    if (lo is not None and (v <= lo if lo_open else v < lo)) or (hi is not None and (v >= hi if hi_open else v > hi)):
-        bounds = ([f"{'>' if lo_open else '>='} {lo}"] if lo is not None else []) + \
-                 ([f"{'<' if hi_open else '<='} {hi}"] if hi is not None else [])
-        raise ChadGPTError(f"{k} must be {' and '.join(bounds)}, got {v!r}")
+__all__ = ['MACHINE', 'TRAIN_PRESETS', 'ARCHS', 'DEFAULT_ARCH', 'TrainConfig', 'estimate_loss', 'train', 'Source', 'TrainingRun',
+           'saved_configs', 'arch_configs', 'all_settings', 'preset_value', 'split_settings', 'train_step']
 
 # %% ../nbs/21_train.ipynb #f39258d0
+MACHINE = ('cli',)   # where the machine's own settings are set: see "Where each setting is set" below
+
 @dataclass
 class TrainConfig:
     "How to train: optimisation settings, evaluation cadence, device and seed."
-    batch_size: int = 16           # sequences per micro-step and process (a step: batch_size × grad_accum × processes)
-    max_iters: int = 3000
-    learning_rate: float = 2e-3
-    eval_interval: int = 250
-    eval_iters: int = 20
-    weight_decay: float = 0.1
-    warmup_iters: int = 100
-    lr_decay: bool = True          # cosine decay from learning_rate to min_lr over max_iters
-    min_lr: float | None = None    # default: learning_rate / 10
-    grad_clip: float = 1.0         # max gradient norm; 0 disables clipping
-    beta1: float = 0.9
-    beta2: float = 0.99
-    device: str = 'auto'           # 'auto' (CUDA if available, else CPU), 'cpu', 'cuda', 'cuda:N'
-    seed: int = 1337
-    dtype: str = 'auto'            # compute precision: 'float32', 'bfloat16' (autocast), or 'auto' (bf16 where it is fast)
-    compile: bool = False          # torch.compile the model (slow to start, faster per step)
-    grad_accum: int = 1            # micro-steps whose gradients are accumulated into one optimizer step
-    optimizer: str = 'adamw'       # 'adamw', or 'muon': Muon for the blocks' matrices, AdamW for the rest
+    batch_size: int = setting(16, 'Batch size', "sequences per micro-step and process (a step: batch_size × grad_accum × processes)",
+                              lo=1, hi=1024, step=4, basic=True, group='training')
+    max_iters: int = setting(3000, 'Training steps', "optimizer steps in the whole run", lo=1, hi=1_000_000, step=100,
+                             basic=True, group='training')
+    learning_rate: float = setting(2e-3, 'Learning rate', "the peak learning rate, after warmup", lo=0, lo_open=True, hi=1,
+                                   step=1e-4, basic=True, group='training')
+    eval_interval: int = setting(250, 'Evaluate every (steps)', "steps between two loss estimates and checkpoints", lo=1,
+                                 hi=1_000_000, step=50, basic=True, group='training')
+    eval_iters: int = setting(20, 'Batches per evaluation', "batches of each split averaged in a loss estimate", lo=1, hi=1000,
+                              step=5, basic=True, group='training')
+    weight_decay: float = setting(0.1, 'Weight decay', "AdamW's decay of the matrices (not of biases, norms or embeddings)",
+                                  lo=0, hi=10, group='training')
+    warmup_iters: int = setting(100, 'Warmup steps', "steps of linear learning-rate warmup", lo=0, hi=1_000_000, group='training')
+    lr_decay: bool = setting(True, 'Learning-rate decay', "cosine decay from learning_rate to min_lr over max_iters",
+                             group='training')
+    min_lr: float|None = setting(None, 'Final learning rate', "where the decay ends; unset: learning_rate / 10", type=float,
+                                 optional=True, lo=0, hi=1, group='training')
+    grad_clip: float = setting(1.0, 'Gradient clipping', "largest gradient norm; 0 disables clipping", lo=0, hi=1000,
+                               group='training')
+    beta1: float = setting(0.9, 'Adam beta1', "decay of the gradient's running mean", lo=0, hi=1, hi_open=True, group='training')
+    beta2: float = setting(0.99, 'Adam beta2', "decay of the squared gradient's running mean", lo=0, hi=1, hi_open=True,
+                           group='training')
+    device: str = setting('auto', 'Device', "auto (CUDA if available, else CPU), cpu, cuda or cuda:N", group='training',
+                          interfaces=MACHINE)
+    seed: int = setting(1337, 'Seed', "the same seed, the same run", lo=0, hi=2**32 - 1, group='training')
+    dtype: str = setting('auto', 'Precision', "float32, bfloat16 (autocast), or auto: bf16 where the hardware computes it natively",
+                         choices=('auto', 'float32', 'bfloat16'), group='training', interfaces=MACHINE)
+    compile: bool = setting(False, 'Compile', "torch.compile the model (slow to start, faster per step)", group='training',
+                            interfaces=MACHINE)
+    grad_accum: int = setting(1, 'Gradient accumulation', "micro-steps whose gradients make one optimizer step", lo=1, hi=1024,
+                              group='training')
+    optimizer: str = setting('adamw', 'Optimizer', "adamw, or muon: Muon for the blocks' matrices, AdamW for the rest",
+                             choices=('adamw', 'muon'), group='training')
 
     def __post_init__(self):
-        for k in ('batch_size', 'max_iters', 'eval_interval', 'eval_iters', 'grad_accum'): _check(self, k, integer=True, lo=1)
-        for k in ('warmup_iters', 'seed'): _check(self, k, integer=True, lo=0)
-        _check(self, 'learning_rate', lo=0, lo_open=True, hi=1)
-        if self.min_lr is not None: _check(self, 'min_lr', lo=0, hi=self.learning_rate)
-        for k in ('weight_decay', 'grad_clip'): _check(self, k, lo=0)
-        for k in ('beta1', 'beta2'): _check(self, k, lo=0, hi=1, hi_open=True)
-        if not isinstance(self.device, str) or not (self.device in ('auto', 'cpu', 'cuda') or self.device.startswith('cuda:')):
+        check_settings(self)
+        if self.min_lr is not None and self.min_lr > self.learning_rate:
+            raise ChadGPTError(f"min_lr must be <= learning_rate ({self.learning_rate}), got {self.min_lr!r}")
+        if not (self.device in ('auto', 'cpu', 'cuda') or re.fullmatch(r'cuda:\d+', self.device)):
             raise ChadGPTError(f"device must be auto, cpu, cuda or cuda:N, got {self.device!r}")
-        if self.dtype not in ('auto', 'float32', 'bfloat16'):
-            raise ChadGPTError(f"dtype must be auto, float32 or bfloat16, got {self.dtype!r}")
-        if not isinstance(self.compile, bool): raise ChadGPTError(f"compile must be true or false, got {self.compile!r}")
-        if self.optimizer not in ('adamw', 'muon'): raise ChadGPTError(f"optimizer must be adamw or muon, got {self.optimizer!r}")
 
     def to_dict(self) -> dict: return asdict(self)
 
     @classmethod
     def from_dict(cls, d:dict):
-        "A config from a dict; unknown keys are an error."
-        unknown = sorted(set(d) - {f.name for f in fields(cls)})
+        "A config from a dict: aliases renamed, missing settings at their defaults, unknown keys an error."
+        known = {f.name for f in fields(cls)}
+        d = unalias(d, known)
+        unknown = sorted(set(d) - known)
         if unknown: raise ChadGPTError(f"unknown training setting(s): {', '.join(unknown)}")
         return cls(**d)
 
@@ -307,6 +308,22 @@ def arch_configs(arch:str|None=None, model:dict|None=None, train:dict|None=None)
     arch = arch or DEFAULT_ARCH
     if arch not in ARCHS: raise ChadGPTError(f"arch must be {' or '.join(ARCHS)}, got {arch!r}")
     return GPTConfig.from_preset(arch, **(model or {})), TrainConfig.from_dict({**TRAIN_PRESETS[arch], **(train or {})})
+
+# %% ../nbs/21_train.ipynb #80d3eef6
+def all_settings(where:str|None=None) -> tuple:
+    "Every `Setting` (the model's, then training's), or those set in interface `where`: 'cli', 'rest', 'panel' or 'page'."
+    return tuple(s for s in settings_of(GPTConfig) + settings_of(TrainConfig) if where is None or where in s.interfaces)
+
+def preset_value(name:str, arch:str|None=None):
+    "Setting `name`'s value in preset `arch` (default: `DEFAULT_ARCH`)."
+    m, t = arch_configs(arch)
+    return getattr(m if hasattr(m, name) else t, name)
+
+def split_settings(values:dict) -> tuple[dict, dict]:
+    "`values` (setting name: value, `None` for not given) as the given model settings and the given training settings."
+    model = {s.name for s in settings_of(GPTConfig)}
+    given = {k: v for k, v in unalias(values).items() if v is not None}
+    return {k: v for k, v in given.items() if k in model}, {k: v for k, v in given.items() if k not in model}
 
 # %% ../nbs/21_train.ipynb #e3e940ff
 def train_step(model, opt, x, y, device, dtype=torch.float32, grad_clip:float=1.0):

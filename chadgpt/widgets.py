@@ -8,32 +8,21 @@ import html, io, threading, time
 import ipywidgets as W
 import torch
 from matplotlib.figure import Figure
-from .core import ChadGPTError, check_name
+from .core import ChadGPTError, Setting, check_name, unalias
 from .model import GPT, GPTConfig
 from .checkpoint import load_model, read_metrics
-from .train import ARCHS, DEFAULT_ARCH, TrainConfig, arch_configs, saved_configs
+from .tokenizers import BPE_VOCAB
+from .train import ARCHS, DEFAULT_ARCH, TrainConfig, all_settings, arch_configs, preset_value, saved_configs, split_settings
 from .sample import Sampling, stream_text
 from .data import BUILTINS
 from .store import Store
 
 # %% auto #0
-__all__ = ['HYPERPARAMETERS', 'MODEL_KEYS', 'LABELS', 'TOKENIZER_CHOICES', 'dataset_choices', 'message_html', 'fit_width',
-           'preset_value', 'hyperparameter_control', 'loss_figure', 'figure_png', 'css_width', 'TrainPanel',
-           'SamplePanel', 'attention_maps', 'attention_figure', 'AttentionExplorer']
+__all__ = ['TOKENIZER_CHOICES', 'dataset_choices', 'message_html', 'fit_width', 'hyperparameter_control', 'control_value',
+           'set_control', 'loss_figure', 'figure_png', 'css_width', 'TrainPanel', 'SamplePanel', 'attention_maps',
+           'attention_figure', 'AttentionExplorer']
 
 # %% ../nbs/26_widgets.ipynb #66683c1e
-# name: (type, min, max, step)
-HYPERPARAMETERS = {
-    'n_layer': (int, 1, 48, 1), 'n_embed': (int, 1, 2048, 8), 'n_head': (int, 1, 64, 1),
-    'block_size': (int, 1, 2048, 8), 'dropout': (float, 0.0, 0.95, 0.05),
-    'learning_rate': (float, 1e-6, 1.0, 1e-4), 'max_iters': (int, 1, 1_000_000, 100),
-    'batch_size': (int, 1, 1024, 4), 'eval_interval': (int, 1, 1_000_000, 50), 'eval_iters': (int, 1, 1000, 5)}
-MODEL_KEYS = ('n_layer', 'n_embed', 'n_head', 'block_size', 'dropout')
-LABELS = {  # readable names, as the original ChadGPT front-end had (the API's name stands beside each)
-    'n_layer': 'Number of attention layers', 'n_embed': 'Embedding size', 'n_head': 'Number of attention heads',
-    'block_size': 'Context length (tokens)', 'dropout': 'Dropout', 'learning_rate': 'Learning rate',
-    'max_iters': 'Training steps', 'batch_size': 'Batch size', 'eval_interval': 'Evaluate every (steps)',
-    'eval_iters': 'Batches per evaluation'}
 TOKENIZER_CHOICES = [('characters', 'char'), ('words', 'word'), ('GPT-2 BPE (tiktoken)', 'gpt2'),
                      ('BPE trained on the dataset', 'bpe')]
 
@@ -51,21 +40,32 @@ def fit_width(dropdown:W.Dropdown, least:int=180, most:int=520) -> W.Dropdown:
     dropdown.layout.width = f"{min(most, max(least, round(120 + 7.5 * longest)))}px"
     return dropdown
 
-def preset_value(name:str, arch:str|None=None):
-    "Hyperparameter `name` in preset `arch` (default: the default preset)."
-    m, t = arch_configs(arch)
-    return getattr(m if name in MODEL_KEYS else t, name)
+def hyperparameter_control(setting:str|Setting, value=None) -> W.Widget:
+    "A control for `setting` (or its name), bounded as it is defined, starting at `value` (default: the default preset's)."
+    s = setting if isinstance(setting, Setting) else {x.name: x for x in all_settings()}[setting]
+    value = preset_value(s.name) if value is None else value
+    kw = dict(description=s.name, description_allow_html=False, tooltip=s.help, style={'description_width': '95px'},
+              layout=W.Layout(width='215px'))
+    if s.type is bool: return W.Checkbox(value=value, indent=False, **kw)
+    if s.choices: return W.Dropdown(options=list(s.choices), value=value, **kw)
+    if s.optional: return W.Text(value='' if value is None else str(value), placeholder='unset', **kw)
+    cls = W.BoundedIntText if s.type is int else W.BoundedFloatText
+    return cls(value=value, min=s.lo, max=s.hi, step=s.step or (1 if s.type is int else 0.01), **kw)
 
-def hyperparameter_control(name:str, value=None) -> W.Widget:
-    "A bounded input for hyperparameter `name`, starting at `value` (default: the default preset's)."
-    typ, lo, hi, step = HYPERPARAMETERS[name]
-    default = preset_value(name)
-    cls = W.BoundedIntText if typ is int else W.BoundedFloatText
-    return cls(value=default if value is None else value, min=lo, max=hi, step=step, description=name,
-               style={'description_width': '95px'}, layout=W.Layout(width='215px'))
+def control_value(s:Setting, control:W.Widget):
+    "The value `control` holds for setting `s` (`None` for an empty optional box; an error for text that is not a number)."
+    v = control.value
+    if not (s.optional and isinstance(v, str)): return v
+    if not v.strip(): return None
+    try: return s.type(v)
+    except ValueError: raise ChadGPTError(f"{s.name} must be a number or empty, got {v!r}") from None
 
-def _labelled(name:str, control:W.Widget) -> W.Widget:
-    return W.HBox([W.Label(LABELS[name], layout=W.Layout(width='190px')), control])
+def set_control(s:Setting, control:W.Widget, value):
+    "Show `value` in `control`."
+    control.value = ('' if value is None else str(value)) if s.optional else value
+
+def _labelled(s:Setting, control:W.Widget) -> W.Widget:
+    return W.HBox([W.Label(s.label, tooltip=s.help, layout=W.Layout(width='190px')), control])
 
 # %% ../nbs/26_widgets.ipynb #e3c4f465
 def loss_figure(batch:list[tuple[int, float]], metrics:list[dict], title:str='') -> Figure:
@@ -97,7 +97,9 @@ class TrainPanel(W.VBox):
     "Pick data and hyperparameters, train in the background, watch progress and the loss curve, stop cleanly."
     def __init__(self, home=None, name:str='mymodel', dataset:str='shakespeare', store:Store|None=None,
                  poll_interval:float=0.5, **hyperparameters):
-        unknown = set(hyperparameters) - set(HYPERPARAMETERS)
+        self.settings = {s.name: s for s in all_settings('panel')}
+        hyperparameters = unalias(hyperparameters)
+        unknown = set(hyperparameters) - set(self.settings)
         if unknown: raise ChadGPTError(f"unknown hyperparameter(s): {', '.join(sorted(unknown))}")
         self.store, self.poll_interval = store or Store(home), poll_interval
         self.status, self.batch_losses, self.metrics, self._watcher = None, [], [], None
@@ -105,13 +107,14 @@ class TrainPanel(W.VBox):
         self.dataset = fit_width(W.Dropdown(options=dataset_choices(datasets), value=dataset if dataset in datasets else datasets[0],
                                             description='dataset'), least=300)
         self.upload = W.FileUpload(accept='.txt,text/plain', multiple=False, description='Upload text')
-        self.controls = {k: hyperparameter_control(k, hyperparameters.get(k)) for k in HYPERPARAMETERS}
+        self.controls = {k: hyperparameter_control(s, hyperparameters.get(k)) for k, s in self.settings.items()}
         self.name = W.Text(value=name, description='model name', style={'description_width': 'initial'})
         self.tokenizer = W.Dropdown(options=TOKENIZER_CHOICES, value='char', description='tokenizer')
         self.arch = fit_width(W.Dropdown(options=[('modern (rotary, RMSNorm, Muon)', 'modern'), ("lecture (Let's build GPT)", 'lecture')],
                                value=DEFAULT_ARCH, description='architecture', style={'description_width': 'initial'}), least=0)
-        self.bpe_vocab = W.BoundedIntText(value=4096, min=256, max=65_536, step=256, description='vocabulary',
-                                          layout=W.Layout(display='none', width='200px'))
+        self.bpe_vocab = W.BoundedIntText(value=BPE_VOCAB.default, min=BPE_VOCAB.lo, max=BPE_VOCAB.hi, step=BPE_VOCAB.step,
+                                          description=BPE_VOCAB.label, tooltip=BPE_VOCAB.help, style={'description_width': 'initial'},
+                                          layout=W.Layout(display='none', width='260px'))
         self.train_button = W.Button(description='Train', button_style='success', icon='play')
         self.stop_button = W.Button(description='Stop', button_style='danger', icon='stop', disabled=True)
         self.resume = W.Checkbox(value=False, description='continue from the last checkpoint', indent=False,
@@ -123,9 +126,8 @@ class TrainPanel(W.VBox):
         self.plot = W.Image(format='png', layout=W.Layout(width='500px', display='none'))   # shown with the first curve
         self.fig = loss_figure([], [])
         self._wire()
-        grid = W.GridBox([_labelled(k, c) for k, c in self.controls.items()],
-                         layout=W.Layout(grid_template_columns='repeat(2, 420px)'))
-        super().__init__([W.HBox([self.dataset, self.upload]), W.HBox([self.tokenizer, self.bpe_vocab, self.arch]), grid, self.name,
+        super().__init__([W.HBox([self.dataset, self.upload]), W.HBox([self.tokenizer, self.bpe_vocab, self.arch]),
+                          *self._settings_boxes(), self.name,
                           W.HBox([self.train_button, self.stop_button, self.resume, self.overwrite]), self.message, self.progress, self.stats, self.plot])
         self.validate()
 
@@ -135,16 +137,24 @@ class TrainPanel(W.VBox):
         def on_tokenizer(change): self.bpe_vocab.layout.display = None if change['new'] == 'bpe' else 'none'
         self.tokenizer.observe(on_tokenizer, 'value')
         def on_arch(change):                     # show the new preset's values of the settings presets decide
-            for k in set(ARCHS[change['old']][1]) | set(ARCHS[change['new']][1]):
-                if k in self.controls: self.controls[k].value = preset_value(k, change['new'])
+            for k in {*ARCHS[change['old']][0], *ARCHS[change['old']][1], *ARCHS[change['new']][0], *ARCHS[change['new']][1]}:
+                if k in self.controls: set_control(self.settings[k], self.controls[k], preset_value(k, change['new']))
         self.arch.observe(on_arch, 'value')
         self.train_button.on_click(lambda b: self.start())
         self.stop_button.on_click(lambda b: self.stop())
 
+    def _settings_boxes(self) -> list[W.Widget]:
+        "The basic settings' grid, and the others folded away under 'More settings'."
+        grid = lambda basic: W.GridBox([_labelled(s, self.controls[k]) for k, s in self.settings.items() if s.basic == basic],
+                                       layout=W.Layout(grid_template_columns='repeat(2, 420px)'))
+        more = W.Accordion([grid(False)], selected_index=None)
+        more.set_title(0, 'More settings')
+        return [grid(True), more]
+
     def configs(self) -> tuple[GPTConfig, TrainConfig]:
         "The `(GPTConfig, TrainConfig)` the controls describe; raises `ChadGPTError` if they are invalid."
-        v = {k: c.value for k, c in self.controls.items()}
-        return arch_configs(self.arch.value, {k: v[k] for k in MODEL_KEYS}, {k: v[k] for k in v if k not in MODEL_KEYS})
+        values = {k: control_value(s, self.controls[k]) for k, s in self.settings.items()}
+        return arch_configs(self.arch.value, *split_settings(values))
 
     def tokenizer_spec(self) -> str:
         "The tokenizer the controls choose, as chadgpt names it (`bpe:VOCAB` for a trained BPE)."

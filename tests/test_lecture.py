@@ -51,7 +51,7 @@ def test_lecture_preset_unchanged():
     c = GPTConfig.from_preset('lecture')
     assert (c.activation, c.tie_weights, c.head_bias) == ('gelu', True, False)
     assert GPT(GPTConfig(head_bias=True, tie_weights=False, activation='relu')).lm_head.bias is not None
-    with pytest.raises(ChadGPTError, match="activation must be gelu or relu or relu2"): GPTConfig(activation='tanh')
+    with pytest.raises(ChadGPTError, match="activation must be gelu, relu or relu2"): GPTConfig(activation='tanh')
 
 def test_lecture_imports_nothing_from_the_engine():
     out = subprocess.run([sys.executable, '-c', "import sys, chadgpt.lecture; print(*sorted(m for m in sys.modules if m.startswith('chadgpt')))"],

@@ -114,3 +114,46 @@ def test_tokenizer_choice_and_readable_labels(page):
     expect(page.locator('#train-message')).to_contain_text('done: webbpe trained to step 20', timeout=120_000)
     expect(page.locator('#train-status')).to_contain_text('bits/byte')
     assert page.server.client.get('/lm/webbpe').json()['tokenizer'] == {'type': 'bpe', 'vocab_size': 512}
+
+def test_every_setting_has_a_control_and_a_new_one_appears(page, monkeypatch, home):
+    "The form is the API's schema: every setting gets its labelled control, a setting added to a config class too."
+    from playwright.sync_api import expect
+    import dataclasses, json
+    from fastapi.testclient import TestClient
+    import chadgpt.train
+    from chadgpt.core import setting
+    from chadgpt.api import create_app
+    props = page.server.client.get('/openapi.json').json()['components']['schemas']['Hyperparameters']['properties']
+    expect(page.locator('#hyperparameters label, #more-hyperparameters label')).to_have_count(len(props) - 1)   # arch: its own
+    for k, p in props.items():
+        if k != 'arch': expect(page.locator(f'#hp-label-{k}')).to_contain_text(p['title'])
+    expect(page.locator('#more-hyperparameters')).to_be_hidden()                     # folded away until opened
+    page.click('#more-settings summary')
+    page.select_option('#hp-rotary', 'false')
+    page.fill('#hp-beta2', '1')
+    expect(page.locator('#train-message')).to_contain_text('beta2 must be less than 1')
+    page.fill('#hp-beta2', '')
+
+    @dataclasses.dataclass
+    class Smoothed(chadgpt.train.TrainConfig):
+        label_smoothing: float = setting(0.0, 'Label smoothing', "spread over the other tokens", lo=0, hi=0.5, group='training')
+    monkeypatch.setattr(chadgpt.train, 'TrainConfig', Smoothed)
+    schema = TestClient(create_app(home, allowed_hosts=['testserver'])).get('/openapi.json').json()
+    sent = []
+    page.route('**/openapi.json', lambda route: route.fulfill(json=schema))
+    def capture(route):
+        sent.append(json.loads(route.request.post_data))
+        route.fulfill(status=422, json={'detail': 'captured'})
+    page.route('**/lm/*/train', capture)
+    page.reload()
+    page.click('#more-settings summary')
+    expect(page.locator('#hp-label-label_smoothing')).to_contain_text('Label smoothing')
+    page.fill('#hp-label_smoothing', '0.6')
+    expect(page.locator('#train-message')).to_contain_text('label_smoothing must be at most 0.5')
+    page.fill('#hp-label_smoothing', '0.25')
+    page.select_option('#hp-qk_norm', 'true')
+    expect(page.locator('#train-button')).to_be_enabled()
+    page.click('#train-button')
+    expect(page.locator('#train-message')).to_contain_text('captured')                # the server's refusal, kept in view
+    hp = sent[0]['hyperparameters']
+    assert hp['label_smoothing'] == 0.25 and hp['qk_norm'] is True and 'rotary' not in hp and 'min_lr' not in hp

@@ -63,7 +63,7 @@ def test_stop_keeps_a_resumable_checkpoint(home):
 def test_tokenizer_choice_labels_and_bits_per_byte(home):
     panel = TrainPanel(home, name='t', poll_interval=0.05, **TINY)
     labels = [row.children[0].value for row in panel.children[2].children]
-    assert labels[:3] == ['Number of attention layers', 'Embedding size', 'Number of attention heads']
+    assert labels[:4] == ['Context length (tokens)', 'Number of attention layers', 'Number of attention heads', 'Embedding size']
     assert panel.bpe_vocab.layout.display == 'none'                 # the size only matters for a trained BPE
     panel.tokenizer.value = 'bpe'
     assert panel.bpe_vocab.layout.display is None and panel.tokenizer_spec() == 'bpe:4096'

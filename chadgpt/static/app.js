@@ -1,15 +1,7 @@
 // The chadgpt web page: a thin client of the REST API (no build step, no dependencies).
 'use strict';
 const $ = (id) => document.getElementById(id);
-const KEYS = ['n_layer', 'n_embed', 'n_head', 'block_size', 'dropout', 'learning_rate', 'max_iters', 'batch_size',
-              'eval_interval', 'eval_iters', 'vocab_size'];
-const LABELS = {  // readable names, as the original ChadGPT front-end had; the API's name is shown beside each
-  n_layer: 'Number of attention layers', n_embed: 'Embedding size', n_head: 'Number of attention heads',
-  block_size: 'Context length (tokens)', dropout: 'Dropout', learning_rate: 'Learning rate', max_iters: 'Training steps',
-  batch_size: 'Batch size', eval_interval: 'Evaluate every (steps)', eval_iters: 'Batches per evaluation',
-  vocab_size: 'BPE vocabulary size',
-};
-const state = { rules: {}, model: null, poll: null, batch: [], source: null };
+const state = { rules: {}, keys: [], model: null, poll: null, batch: [], source: null };
 
 // ---- talking to the API -------------------------------------------------------------------------------
 function keyHeaders() {
@@ -81,26 +73,44 @@ $('delete-dataset').addEventListener('click', async () => {
   catch (e) { say('data-message', e.message, true); }
 });
 
-// ---- hyperparameters: ranges and defaults come from the API's own schema --------------------------------
+// ---- hyperparameters: every setting, its label, range, choices and default come from the API's own schema ----
+function settingControl(k, p) {  // an input for a number, a select for a choice or a switch ('' keeps the preset's)
+  const t = (p.anyOf || [p]).find((x) => x.type && x.type !== 'null') || {};
+  const example = (p.examples || [''])[0];
+  let input;
+  if (t.enum || t.type === 'boolean') {
+    input = document.createElement('select');
+    const values = t.enum || [true, false];
+    const word = (v) => (v === true ? 'on' : v === false ? 'off' : String(v));
+    input.append(new Option(example === '' || example === null ? 'preset' : `preset (${word(example)})`, ''),
+                 ...values.map((v) => new Option(word(v), String(v))));
+    state.rules[k] = { choice: true, boolean: t.type === 'boolean' };
+  } else {
+    const bpe = k === 'vocab_size';   // the size of a BPE trained on the dataset: its own range
+    const rule = { integer: t.type === 'integer', min: bpe ? p['x-bpe-min'] : t.minimum, max: bpe ? p['x-bpe-max'] : t.maximum,
+                   xmin: t.exclusiveMinimum, xmax: t.exclusiveMaximum, required: bpe || !!p['x-basic'] };
+    input = document.createElement('input');
+    Object.assign(input, { type: 'number', step: rule.integer ? (p['x-step'] || 1) : 'any' });
+    if (rule.required) input.value = example; else input.placeholder = example === null ? 'unset' : `preset (${example})`;
+    if (rule.min !== undefined) input.min = rule.min;
+    if (rule.max !== undefined) input.max = rule.max;
+    state.rules[k] = rule;
+  }
+  input.id = `hp-${k}`;
+  input.addEventListener(input.tagName === 'SELECT' ? 'change' : 'input', validate);
+  const label = document.createElement('label'), name = document.createElement('span'), code = document.createElement('code');
+  label.id = `hp-label-${k}`; label.title = p.description || ''; code.textContent = k;
+  name.append(p.title || k, ' ', code);
+  label.append(name, input);
+  return label;
+}
 async function buildControls() {
   const spec = await api('GET', 'openapi.json');
   const props = spec.components.schemas.Hyperparameters.properties;
-  const grid = $('hyperparameters');
-  for (const k of KEYS) {
-    const p = props[k];
-    const t = (p.anyOf || [p]).find((x) => x.type && x.type !== 'null');
-    const rule = { integer: t.type === 'integer', min: t.minimum, max: t.maximum, xmin: t.exclusiveMinimum, xmax: t.exclusiveMaximum };
-    state.rules[k] = rule;
-    const input = document.createElement('input');
-    const value = k === 'vocab_size' ? 4096 : (p.examples || [''])[0];
-    Object.assign(input, { id: `hp-${k}`, type: 'number', value, step: rule.integer ? 1 : 'any' });
-    if (rule.min !== undefined) input.min = rule.min;
-    if (rule.max !== undefined) input.max = rule.max;
-    input.addEventListener('input', validate);
-    const label = document.createElement('label'), name = document.createElement('span'), code = document.createElement('code');
-    label.id = `hp-label-${k}`; code.textContent = k; name.append(LABELS[k] || k, ' ', code);
-    label.append(name, input);
-    grid.append(label);
+  for (const [k, p] of Object.entries(props)) {
+    if (k === 'arch') continue;   // the architecture has its own select
+    state.keys.push(k);
+    $(k === 'vocab_size' || p['x-basic'] ? 'hyperparameters' : 'more-hyperparameters').append(settingControl(k, p));
   }
   $('tokenizer').addEventListener('change', showVocabSize);
   showVocabSize();
@@ -111,20 +121,24 @@ function showVocabSize() {  // the vocabulary size is chosen only for a BPE trai
   $('hp-label-vocab_size').hidden = !bpe; $('hp-vocab_size').disabled = !bpe;
   validate();
 }
-function hyperparameters() {
+function hyperparameters() {  // the settings given: a blank or 'preset' one is left to the preset
   const out = {};
-  for (const k of KEYS) { const v = $(`hp-${k}`).value; if (v !== '' && !$(`hp-${k}`).disabled) out[k] = Number(v); }
+  for (const k of state.keys) {
+    const input = $(`hp-${k}`), v = input.value, r = state.rules[k];
+    if (v === '' || input.disabled) continue;
+    out[k] = r.choice ? (r.boolean ? v === 'true' : v) : Number(v);
+  }
   return out;
 }
 function validate() {  // the same rules the server applies; it checks again anyway
   const errors = [];
   const hp = hyperparameters();
-  for (const k of KEYS) {
+  for (const k of state.keys) {
     const r = state.rules[k], v = hp[k], input = $(`hp-${k}`);
     let bad = null;
-    if (input.disabled) continue;
-    if (k === 'vocab_size') Object.assign(r, { min: 256, max: 65536 });   // a trained BPE's range
-    if (v === undefined || Number.isNaN(v)) bad = `${k} is required`;
+    if (input.disabled || r.choice) continue;
+    if (v === undefined) { if (r.required) bad = `${k} is required`; }
+    else if (Number.isNaN(v)) bad = `${k} must be a number`;
     else if (r.integer && !Number.isInteger(v)) bad = `${k} must be a whole number`;
     else if (r.min !== undefined && v < r.min) bad = `${k} must be at least ${r.min}`;
     else if (r.xmin !== undefined && v <= r.xmin) bad = `${k} must be greater than ${r.xmin}`;
@@ -158,7 +172,7 @@ $('train-button').addEventListener('click', async () => {
     say('train-message', `training ${name} on ${body.dataset}`);
     $('cancel-button').disabled = false;
     watch(name);
-  } catch (e) { say('train-message', e.message, true); validate(); }
+  } catch (e) { validate(); say('train-message', e.message, true); }   // the server's reason stays in view
 });
 $('cancel-button').addEventListener('click', async () => {
   $('cancel-button').disabled = true;
