@@ -15,7 +15,7 @@ from .model import GPT, GPTConfig
 
 # %% auto #0
 __all__ = ['CONFIG', 'TOKENIZER', 'WEIGHTS', 'OPTIMIZER', 'STATE', 'METRICS', 'NEXT_OPTIMIZER', 'models_dir', 'list_models',
-           'model_dir', 'read_json', 'read_metrics', 'load_model', 'save_weights', 'checkpoint_step',
+           'model_dir', 'read_json', 'read_metrics', 'load_model', 'save_weights', 'checkpoint_step', 'grow_vocab',
            'load_weights_into']
 
 # %% ../nbs/19_checkpoint.ipynb #4640539b
@@ -121,10 +121,24 @@ def _restore_checkpoint(out:Path, model:GPT, opt, gen:torch.Generator, device) -
     return step
 
 # %% ../nbs/19_checkpoint.ipynb #ae09f663
-def load_weights_into(model:GPT, path, device='cpu'):
-    "Load saved weights into `model`, cropping the position table to its `block_size` (fine-tuning on shorter windows)."
+def grow_vocab(sd:dict, old_vocab:int, config:GPTConfig) -> dict:
+    "State dict `sd` of a model with `old_vocab` tokens, grown to `config`'s: each new token's row starts at the mean of the old ones."
+    for k in ('token_embedding.weight', 'lm_head.weight', 'lm_head.bias'):
+        if k not in sd or config.vocab_size <= old_vocab: continue
+        t = sd[k]
+        new = t.new_zeros(config.padded_vocab, *t.shape[1:])
+        n = min(len(t), config.padded_vocab)
+        new[:n] = t[:n]                                                 # old rows (and any padding rows) as they were
+        new[old_vocab:config.vocab_size] = t[:old_vocab].mean(0)        # new tokens: an average token, nothing learned yet
+        sd[k] = new
+    return sd
+
+def load_weights_into(model:GPT, path, device='cpu', old_vocab:int|None=None):
+    """Load saved weights into `model`, cropping the position table to its `block_size` (fine-tuning on shorter windows)
+    and, given the saved model's `old_vocab`, growing the token tables for new tokens (chat's special tokens)."""
     sd = load_file(path, device=str(device))
     if 'position_embedding.weight' in sd: sd['position_embedding.weight'] = sd['position_embedding.weight'][:model.config.block_size]
+    if old_vocab is not None: sd = grow_vocab(sd, old_vocab, model.config)
     missing, unexpected = model.load_state_dict(sd, strict=False)
     tied = {'lm_head.weight', 'token_embedding.weight'} if model.config.tie_weights else set()
     if unexpected or set(missing) - tied:

@@ -13,20 +13,35 @@ from .core import ChadGPTError, Setting, atomic_write
 
 # %% auto #0
 __all__ = ['WORD_PATTERN', 'GPT4_PATTERN', 'BPE_SIZES', 'R50K_URL', 'TOKENIZERS', 'ALIASES', 'BPE_DEFAULT', 'BPE_VOCAB', 'KINDS',
-           'Tokenizer', 'check_ids', 'CharTokenizer', 'split_words', 'WordTokenizer', 'TiktokenTokenizer',
-           'BPETokenizer', 'train_bpe_tokenizer', 'tiktoken_cache_path', 'GPT2Tokenizer', 'TextStream', 'TokenizerSpec',
-           'build_tokenizer', 'spec_of', 'tokenizer_from_dict', 'describe_tokenizer', 'load_tokenizer']
+           'Tokenizer', 'check_ids', 'check_specials', 'CharTokenizer', 'split_words', 'WordTokenizer',
+           'TiktokenTokenizer', 'BPETokenizer', 'train_bpe_tokenizer', 'tiktoken_cache_path', 'GPT2Tokenizer',
+           'TextStream', 'TokenizerSpec', 'build_tokenizer', 'spec_of', 'tokenizer_from_dict', 'describe_tokenizer',
+           'load_tokenizer']
 
 # %% ../nbs/13_tokenizers.ipynb #cf2760b1
 class Tokenizer:
-    "The shared protocol: `encode`, `decode`, `decode_bytes`, `vocab_size`, and `to_dict` (with its `type`) to save it."
+    """The shared protocol: `encode`, `decode`, `decode_bytes`, `vocab_size`, and `to_dict` (with its `type`) to save it.
+    A tokenizer may also carry `specials`: named tokens whose ids follow the `n_ordinary` ordinary ones (chat's turn
+    markers, chapter 24). `decode` writes them by name; `encode` never makes them from text, whatever the text says."""
     type: str = ''
+    specials: tuple = ()
     def encode(self, text:str) -> list[int]: raise NotImplementedError
     def decode(self, ids) -> str: raise NotImplementedError
     def decode_bytes(self, ids) -> bytes: return self.decode(ids).encode('utf-8')
     def to_dict(self) -> dict: raise NotImplementedError
+    @property
+    def vocab_size(self) -> int: return self.n_ordinary + len(self.specials)
+    def special_ids(self) -> dict[str, int]:
+        "Each special token's id."
+        return {s: self.n_ordinary + i for i, s in enumerate(self.specials)}
+    def with_specials(self, names) -> Tokenizer:
+        "A copy of this tokenizer with the special tokens `names` after its ids (those it has already are not repeated)."
+        return type(self).from_dict({**self.to_dict(), 'specials': [*self.specials, *(n for n in names if n not in self.specials)]})
+    def _with_specials_dict(self, d:dict) -> dict: return {**d, 'specials': list(self.specials)} if self.specials else d
     def __len__(self): return self.vocab_size
-    def __repr__(self): return f"{type(self).__name__}(vocab_size={self.vocab_size:,})"
+    def __repr__(self):
+        extra = f", {len(self.specials)} special" if self.specials else ''
+        return f"{type(self).__name__}(vocab_size={self.vocab_size:,}{extra})"
     def __eq__(self, other): return type(self) is type(other) and self.to_dict() == other.to_dict()
     def save(self, path):
         "Write the tokenizer to `path` as JSON, atomically."
@@ -39,14 +54,21 @@ def check_ids(ids, vocab_size:int) -> list[int]:
         raise ChadGPTError(f"token id {bad} is outside the vocabulary (0..{vocab_size - 1})")
     return ids
 
+def check_specials(names) -> tuple:
+    "`names` as a tuple of distinct special-token names (1 to 64 characters each, at most 256 of them), or an error."
+    names = tuple(names)
+    if len(names) > 256 or len(set(names)) != len(names) or not all(isinstance(n, str) and 0 < len(n) <= 64 for n in names):
+        raise ChadGPTError("special tokens must be at most 256 distinct names of 1 to 64 characters")
+    return names
+
 # %% ../nbs/13_tokenizers.ipynb #db57e30e
 def _describe(c): return f"{c!r} (U+{ord(c):04X})"
 
 class CharTokenizer(Tokenizer):
     "Map each character of a fixed vocabulary to its index, and back."
     type = 'character'
-    def __init__(self, chars):
-        self.chars = list(chars)
+    def __init__(self, chars, specials=()):
+        self.chars, self.specials = list(chars), check_specials(specials)
         if not self.chars: raise ChadGPTError("a tokenizer needs at least one character")
         if any(not isinstance(c, str) or len(c) != 1 for c in self.chars):
             raise ChadGPTError("a character tokenizer's vocabulary must be single characters")
@@ -60,7 +82,7 @@ class CharTokenizer(Tokenizer):
         return cls(sorted(set(text)))
 
     @property
-    def vocab_size(self) -> int: return len(self.chars)
+    def n_ordinary(self) -> int: return len(self.chars)
 
     def encode(self, text:str) -> list[int]:
         "The token ids of `text`; an unknown character is an error naming it and its position."
@@ -72,12 +94,13 @@ class CharTokenizer(Tokenizer):
 
     def decode(self, ids) -> str:
         "The text for token ids `ids` (a list of ints or a 1-D tensor)."
-        return ''.join(self.chars[i] for i in check_ids(ids, self.vocab_size))
+        n = len(self.chars)
+        return ''.join(self.chars[i] if i < n else self.specials[i - n] for i in check_ids(ids, self.vocab_size))
 
-    def to_dict(self) -> dict: return {'type': 'character', 'chars': self.chars}
+    def to_dict(self) -> dict: return self._with_specials_dict({'type': 'character', 'chars': self.chars})
 
     @classmethod
-    def from_dict(cls, d:dict): return cls(d['chars'])
+    def from_dict(cls, d:dict): return cls(d['chars'], d.get('specials', ()))
 
     @classmethod
     def load(cls, path):
@@ -102,8 +125,8 @@ def split_words(text:str) -> list[str]:
 class WordTokenizer(Tokenizer):
     "The seed's word-level tokenizer: every word, punctuation and whitespace character of the dataset is a token."
     type = 'word'
-    def __init__(self, words):
-        self.words = list(words)
+    def __init__(self, words, specials=()):
+        self.words, self.specials = list(words), check_specials(specials)
         if not self.words: raise ChadGPTError("a word tokenizer needs at least one word")
         if not all(isinstance(w, str) and _WORD_RE.fullmatch(w) for w in self.words):
             raise ChadGPTError("a word tokenizer's vocabulary must be words, punctuation or whitespace characters")
@@ -117,10 +140,10 @@ class WordTokenizer(Tokenizer):
         return cls(sorted(set(split_words(text))))
 
     @property
-    def vocab_size(self) -> int: return len(self.words)
-    def to_dict(self) -> dict: return {'type': 'word', 'words': self.words}
+    def n_ordinary(self) -> int: return len(self.words)
+    def to_dict(self) -> dict: return self._with_specials_dict({'type': 'word', 'words': self.words})
     @classmethod
-    def from_dict(cls, d:dict): return cls(d['words'])
+    def from_dict(cls, d:dict): return cls(d['words'], d.get('specials', ()))
 
     def encode(self, text:str) -> list[int]:
         "The token ids of `text`; a word outside the vocabulary is an error naming it and its position."
@@ -132,7 +155,8 @@ class WordTokenizer(Tokenizer):
 
     def decode(self, ids) -> str:
         "The text for token ids `ids`."
-        return ''.join(self.words[i] for i in check_ids(ids, self.vocab_size))
+        n = len(self.words)
+        return ''.join(self.words[i] if i < n else self.specials[i - n] for i in check_ids(ids, self.vocab_size))
 
 # %% ../nbs/13_tokenizers.ipynb #fda920f8
 GPT4_PATTERN = (r"'(?i:[sdmt]|ll|ve|re)|[^\r\n\p{L}\p{N}]?+\p{L}+|\p{N}{1,3}| ?[^\s\p{L}\p{N}]++[\r\n]*|\s*[\r\n]|"
@@ -144,6 +168,8 @@ class TiktokenTokenizer(Tokenizer):
     def __init__(self, enc:tiktoken.Encoding): self.enc = enc
     @property
     def vocab_size(self) -> int: return self.enc.n_vocab
+    @property
+    def n_ordinary(self) -> int: return self.enc.n_vocab - len(self.specials)
     def encode(self, text:str) -> list[int]: return self.enc.encode_ordinary(text)
     def encode_batch(self, texts:list[str], threads:int=8) -> list[list[int]]:
         "Token ids of each text, encoded on `threads` threads."
@@ -157,19 +183,21 @@ BPE_SIZES = (256, 65_536)      # the vocabulary sizes a trained BPE may have
 class BPETokenizer(TiktokenTokenizer):
     "A byte-level BPE trained on a dataset: the split pattern and the token byte strings in rank order."
     type = 'bpe'
-    def __init__(self, ranks:list[bytes], pattern:str=GPT4_PATTERN):
-        self.ranks, self.pattern = list(ranks), pattern
+    def __init__(self, ranks:list[bytes], pattern:str=GPT4_PATTERN, specials=()):
+        self.ranks, self.pattern, self.specials = list(ranks), pattern, check_specials(specials)
         if not BPE_SIZES[0] <= len(self.ranks) <= BPE_SIZES[1] or len(set(self.ranks)) != len(self.ranks) \
            or not {bytes([i]) for i in range(256)} <= set(self.ranks):
             raise ChadGPTError("a BPE vocabulary must hold every single byte and 256 to 65,536 distinct tokens")
-        super().__init__(tiktoken.Encoding('chadgpt-bpe', pat_str=pattern, special_tokens={},
+        super().__init__(tiktoken.Encoding('chadgpt-bpe', pat_str=pattern, special_tokens={s: len(self.ranks) + i for i, s in enumerate(self.specials)},
                                            mergeable_ranks={b: i for i, b in enumerate(self.ranks)}))
 
     @classmethod
-    def from_dict(cls, d:dict): return cls([base64.b64decode(r, validate=True) for r in d['ranks']], d['pattern'])
+    def from_dict(cls, d:dict):
+        return cls([base64.b64decode(r, validate=True) for r in d['ranks']], d['pattern'], d.get('specials', ()))
 
     def to_dict(self) -> dict:
-        return {'type': 'bpe', 'pattern': self.pattern, 'ranks': [base64.b64encode(b).decode() for b in self.ranks]}
+        return self._with_specials_dict({'type': 'bpe', 'pattern': self.pattern,
+                                         'ranks': [base64.b64encode(b).decode() for b in self.ranks]})
 
 # %% ../nbs/13_tokenizers.ipynb #553b74fe
 def train_bpe_tokenizer(texts:Iterable[str], vocab_size:int=4096) -> BPETokenizer:
@@ -198,15 +226,21 @@ def tiktoken_cache_path(url:str=R50K_URL) -> Path:
 class GPT2Tokenizer(TiktokenTokenizer):
     "GPT-2's byte-level BPE (tiktoken's `r50k_base`, 50,257 tokens)."
     type = 'gpt2'
-    def __init__(self):
+    def __init__(self, specials=()):
+        self.specials = check_specials(specials)
         try: enc = tiktoken.get_encoding('r50k_base')
         except Exception as e:       # offline without the cached file (a network error), or a damaged cache
             raise ChadGPTError(f"GPT-2's BPE ranks could not be loaded ({type(e).__name__}); offline, put r50k_base.tiktoken "
                                f"({R50K_URL}) at {tiktoken_cache_path()}") from None
+        if self.specials:     # tiktoken's way to extend an encoding: its ranks and pattern, more special tokens
+            if clash := set(self.specials) & set(enc._special_tokens):
+                raise ChadGPTError(f"special token {sorted(clash)[0]!r} is already GPT-2's")
+            enc = tiktoken.Encoding('r50k_base+specials', pat_str=enc._pat_str, mergeable_ranks=enc._mergeable_ranks,
+                                    special_tokens={**enc._special_tokens, **{s: enc.n_vocab + i for i, s in enumerate(self.specials)}})
         super().__init__(enc)
-    def to_dict(self) -> dict: return {'type': 'gpt2', 'encoding': 'r50k_base'}
+    def to_dict(self) -> dict: return self._with_specials_dict({'type': 'gpt2', 'encoding': 'r50k_base'})
     @classmethod
-    def from_dict(cls, d:dict): return cls()
+    def from_dict(cls, d:dict): return cls(d.get('specials', ()))
 
 # %% ../nbs/13_tokenizers.ipynb #a4963819
 class TextStream:
@@ -267,7 +301,7 @@ def build_tokenizer(spec, texts:Iterable[str]=()):
 def spec_of(tokenizer) -> TokenizerSpec:
     "The spec that names `tokenizer`'s kind (and size, for a trained BPE)."
     kind = {'character': 'char'}.get(tokenizer.to_dict()['type'], tokenizer.to_dict()['type'])
-    return TokenizerSpec(kind, tokenizer.vocab_size if kind == 'bpe' else None)
+    return TokenizerSpec(kind, tokenizer.n_ordinary if kind == 'bpe' else None)
 
 # %% ../nbs/13_tokenizers.ipynb #f4906ccf
 KINDS = {'character': CharTokenizer, 'word': WordTokenizer, 'gpt2': GPT2Tokenizer, 'bpe': BPETokenizer}   # by saved `type`
@@ -279,10 +313,11 @@ def tokenizer_from_dict(d:dict) -> Tokenizer:
     return KINDS[kind].from_dict(d)
 
 def describe_tokenizer(d:dict) -> dict:
-    "A short summary of saved tokenizer `d`: its type, vocabulary size and, for characters, the characters."
-    n = {'character': 'chars', 'word': 'words', 'bpe': 'ranks'}.get(d.get('type'))
+    "A short summary of saved tokenizer `d`: its type, vocabulary size (specials included), the characters of a character tokenizer, and its special tokens."
+    n, specials = {'character': 'chars', 'word': 'words', 'bpe': 'ranks'}.get(d.get('type')), d.get('specials') or []
     size = len(d[n]) if n else 50_257 if d.get('type') == 'gpt2' else None
-    return {'type': d.get('type'), 'vocab_size': size} | ({'vocab': ''.join(d['chars'])} if n == 'chars' else {})
+    return {'type': d.get('type'), 'vocab_size': size and size + len(specials)} | \
+           ({'vocab': ''.join(d['chars'])} if n == 'chars' else {}) | ({'specials': specials} if specials else {})
 
 def load_tokenizer(path):
     "The tokenizer saved at `path` (a tokenizer file, or a model folder holding `tokenizer.json`); one-line errors."

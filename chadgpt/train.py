@@ -153,6 +153,7 @@ def _refuse_existing(out:Path, name:str, overwrite:bool):
 
 class TrainingRun:
     "A validated, ready-to-start training run: configs checked, tokens prepared; the model folder is untouched before `run`."
+    task = None     # what config.json records the run as, when it is not plain training on text (chat's 'sft')
     def __init__(self, name:str, model_config:GPTConfig, train_config:TrainConfig, source:Source, tok,
                  resuming:bool=False, init_from:Path|None=None):
         "The checked pieces of a run; `new`, `resume` and `fine_tune` check a request and choose them."
@@ -164,12 +165,20 @@ class TrainingRun:
         if self.device.type == 'cuda' and self.device.index is None and self.world.size > 1:
             self.device = torch.device('cuda', self.world.local_rank)   # one GPU per process on each machine
         self.dtype = resolve_dtype(train_config.dtype, self.device)
-        self.data = prepare(dataset, tok, home, source.paths, source.progress)
+        self.data = self.load_data(dataset, tok, source, model_config)
         multiple = model_config.vocab_multiple if resuming or init_from else 1 if spec_of(self.data.tokenizer).kind == 'char' else 64
         self.model_config = replace(model_config, vocab_size=self.data.vocab_size, vocab_multiple=multiple)
         self.train_config = train_config
         self.data.check_block_size(self.model_config.block_size)
         self.dataset = _dataset_ref(dataset, home)
+
+    def load_data(self, dataset, tok, source:Source, model_config:GPTConfig):
+        "The run's data: `dataset` in tokens of `tok` (a spec or a tokenizer), prepared once into token files."
+        return prepare(dataset, tok, source.home, source.paths, source.progress)
+
+    def load_base(self, model:GPT):
+        "Start `model` from the base model's weights (fine-tuning)."
+        load_weights_into(model, self.init_from, self.device)
 
     @classmethod
     def new(cls, name:str, model_config:GPTConfig|None=None, train_config:TrainConfig|None=None, source:Source|None=None,
@@ -196,6 +205,10 @@ class TrainingRun:
         a `train_config` replaces the saved one, which is how a finished run is extended (a larger `max_iters`)."""
         source = source or Source()
         out, saved = safe_join(models_dir(source.home), name), read_json(model_dir(name, source.home)/CONFIG)
+        if saved.get('task') != cls.task:         # e.g. a chat model: its data are conversations, not text
+            raise ChadGPTError(f"model {name!r} was trained as {saved.get('task') or 'a language model'}, not as "
+                               f"{cls.task or 'a language model'}; resume it with "
+                               f"{'chadgpt sft --resume' if saved.get('task') == 'sft' else 'chadgpt train --resume'} --name {name}")
         mcfg, tok = GPTConfig.from_dict(saved['model']), load_tokenizer(out/TOKENIZER)
         if source.tokenizer is not None and TokenizerSpec.parse(source.tokenizer) != spec_of(tok):
             raise ChadGPTError(f"model {name!r} was trained with the {spec_of(tok)} tokenizer; resume it with that one")
@@ -215,7 +228,7 @@ class TrainingRun:
         out, tcfg, device, w = self.out, self.train_config, self.device, self.world
         torch.manual_seed(tcfg.seed)
         self.model = model = GPT(self.model_config).to(device)
-        if self.init_from is not None: load_weights_into(model, self.init_from, device)   # before a rerun replaces the folder
+        if self.init_from is not None: self.load_base(model)      # before a rerun replaces the folder
         self.opt, self.gen = configure_optimizer(model, tcfg, device), torch.Generator().manual_seed(tcfg.seed)
         barrier(w)                               # every rank has checked its request before rank 0 changes the folder
         if w.main: self._open_folder()
@@ -240,7 +253,8 @@ class TrainingRun:
         else: self.data.tokenizer.save(out/TOKENIZER)
         atomic_write(out/CONFIG, json.dumps({'model': self.model_config.to_dict(), 'train': self.train_config.to_dict(),
                                              'dataset': self.dataset, 'tokenizer': str(spec_of(self.data.tokenizer)),
-                                             **({'init_from': self.init_from.parent.name} if self.init_from else {})}, indent=1))
+                                             **({'init_from': self.init_from.parent.name} if self.init_from else {}),
+                                             **({'task': self.task} if self.task else {})}, indent=1))
 
     def _loop(self, start:int, progress:bool, callback, stop, log_interval:int) -> Path:
         out, data, tcfg, device, w, state = self.out, self.data, self.train_config, self.device, self.world, self.state

@@ -157,3 +157,37 @@ def test_every_setting_has_a_control_and_a_new_one_appears(page, monkeypatch, ho
     expect(page.locator('#train-message')).to_contain_text('captured')                # the server's refusal, kept in view
     hp = sent[0]['hyperparameters']
     assert hp['label_smoothing'] == 0.25 and hp['qk_norm'] is True and 'rotary' not in hp and 'min_lr' not in hp
+
+def test_fine_tune_and_chat_on_the_page(page):
+    "Fine-tune a model to chat from the page, then chat with it in the chat tab, the reply streamed."
+    from playwright.sync_api import expect
+    import json
+    c = page.server.client
+    c.post('/lm/base/train', json={'hyperparameters': {'n_layer': 1, 'n_embed': 32, 'n_head': 2, 'block_size': 32, 'batch_size': 8,
+                                                       'max_iters': 20, 'eval_interval': 10, 'eval_iters': 2}})
+    page.server.wait('base')
+    conv = json.dumps({'messages': [{'role': 'user', 'content': 'Who are you?'}, {'role': 'assistant', 'content': 'A player.'}]})
+    assert c.post('/ds/upload', files={'file': ('talk.jsonl', ((conv + '\n') * 20).encode())}).status_code == 201
+    page.reload()
+    page.click('#sft summary')
+    expect(page.locator('#sft-data option[value="talk.jsonl"]')).to_have_count(1)
+    page.select_option('#sft-base', 'base'); page.select_option('#sft-data', 'talk.jsonl')
+    page.fill('#sft-steps', '80'); page.fill('#sft-lr', '0.003'); page.fill('#model-name', 'webchat')
+    page.click('#sft-button')
+    expect(page.locator('#train-message')).to_contain_text('done: webchat trained to step 80', timeout=120_000)
+    assert c.get('/lm/webchat').json()['config']['task'] == 'sft'
+    page.click('#tab-chat')
+    expect(page.locator('#generate')).to_be_hidden()
+    expect(page.locator('#chat-model option')).to_have_count(1)                  # only the model that can chat
+    page.fill('#chat-temperature', '0')
+    page.fill('#chat-input', 'Who are you?'); page.press('#chat-input', 'Enter')
+    expect(page.locator('.turn.assistant')).to_have_text('A player.', timeout=60_000)
+    expect(page.locator('.turn.user')).to_have_text('Who are you?')
+    expect(page.locator('#chat-input')).to_have_value('')
+    page.fill('#chat-input', 'café'); page.click('#chat-send')                   # a character the model never saw
+    expect(page.locator('#chat-message')).to_contain_text("character 'é'")
+    expect(page.locator('#chat-input')).to_have_value('café')                    # kept, to edit
+    expect(page.locator('.turn')).to_have_count(2)
+    page.screenshot(path=str(ARTIFACTS/'web-chat.png'), full_page=True)
+    page.click('#chat-reset')
+    expect(page.locator('.turn')).to_have_count(0)

@@ -90,7 +90,7 @@ function settingControl(k, p) {  // an input for a number, a select for a choice
     const rule = { integer: t.type === 'integer', min: bpe ? p['x-bpe-min'] : t.minimum, max: bpe ? p['x-bpe-max'] : t.maximum,
                    xmin: t.exclusiveMinimum, xmax: t.exclusiveMaximum, required: bpe || !!p['x-basic'] };
     input = document.createElement('input');
-    Object.assign(input, { type: 'number', step: rule.integer ? (p['x-step'] || 1) : 'any' });
+    Object.assign(input, { type: 'number', step: rule.integer ? 1 : 'any' });   // x-step from a min of 1 would mark 64 invalid
     if (rule.required) input.value = example; else input.placeholder = example === null ? 'unset' : `preset (${example})`;
     if (rule.min !== undefined) input.min = rule.min;
     if (rule.max !== undefined) input.max = rule.max;
@@ -231,12 +231,15 @@ function drawChart(metrics) {
 // ---- models -------------------------------------------------------------------------------------------
 async function loadModels(select) {
   const names = await api('GET', 'lm');
-  const rows = await Promise.all(names.map(async (n) => {
-    try { return [n, await api('GET', `lm/${enc(n)}/status`)]; } catch (e) { return [n, { state: '?', step: '' }]; }
+  const rows = await Promise.all(names.map(async (n) => {   // each model's info: its status, and whether it chats
+    try { const info = await api('GET', `lm/${enc(n)}`); return [n, info.status, info.tokenizer]; }
+    catch (e) { return [n, { state: '?', step: '' }, null]; }
   }));
   const sel = $('gen-model'), keep = select || sel.value;
   sel.replaceChildren(...names.map((n) => new Option(n, n)));
   if (names.includes(keep)) sel.value = keep;
+  fillSelect('sft-base', names);
+  fillSelect('chat-model', names.filter((n) => isChat(rows, n)));
   $('model-list').replaceChildren(...rows.map(([n, st]) => {
     const tr = document.createElement('tr');
     tr.dataset.name = n;
@@ -253,6 +256,38 @@ async function loadModels(select) {
     return tr;
   }));
 }
+
+function isChat(rows, name) {   // a chat model's tokenizer has the chat format's special tokens
+  const row = rows.find((r) => r[0] === name);
+  return !!(row && row[2] && (row[2].specials || []).includes('<|assistant_end|>'));
+}
+function fillSelect(id, names) {
+  const sel = $(id), keep = sel.value;
+  sel.replaceChildren(...names.map((n) => new Option(n, n)));
+  if (names.includes(keep)) sel.value = keep;
+}
+
+// ---- fine-tuning to chat: a job like training, watched the same way ----------------------------------
+async function loadConversationSets() {
+  const names = (await api('GET', 'ds')).filter((n) => n !== 'shakespeare' && n !== 'shakespeare-chat.jsonl');
+  fillSelect('sft-data', ['shakespeare-chat', ...names]);
+}
+$('sft').addEventListener('toggle', () => { if ($('sft').open) loadConversationSets().catch((e) => say('train-message', e.message, true)); });
+$('sft-button').addEventListener('click', async () => {
+  const name = $('model-name').value, base = $('sft-base').value;
+  if (!base) return say('train-message', 'train a model first: fine-tuning starts from one', true);
+  const body = { base, dataset: $('sft-data').value,
+                 hyperparameters: { max_iters: Number($('sft-steps').value), learning_rate: Number($('sft-lr').value) } };
+  $('sft-button').disabled = true;
+  try {
+    state.status = await api('POST', `lm/${enc(name)}/sft`, body);
+    state.model = name; state.batch = [];
+    say('train-message', `fine-tuning ${base} on ${body.dataset} as ${name}`);
+    $('cancel-button').disabled = false;
+    watch(name);
+  } catch (e) { say('train-message', e.message, true); }
+  finally { $('sft-button').disabled = false; }
+});
 
 // ---- generation, streamed with Server-Sent Events -----------------------------------------------------
 // fetch rather than EventSource: it can send the API key (a server may require it for reads) and shows
@@ -302,6 +337,67 @@ $('generate-button').addEventListener('click', async () => {
   }
 });
 $('stop-generate').addEventListener('click', () => { if (state.source) state.source.abort(); });
+
+// ---- tabs: generate or chat --------------------------------------------------------------------------
+function showTab(which) {
+  for (const t of ['generate', 'chat']) {
+    $(t).hidden = t !== which;
+    $(`tab-${t}`).setAttribute('aria-selected', String(t === which));
+  }
+}
+$('tab-generate').addEventListener('click', () => showTab('generate'));
+$('tab-chat').addEventListener('click', () => showTab('chat'));
+
+// ---- chat: the conversation lives here; each reply streams from POST lm/{name}/chat ---------------------
+state.chat = [];
+function addTurn(role, text) {
+  const div = document.createElement('div');
+  div.className = `turn ${role}`; div.textContent = text;
+  $('chat-log').append(div);
+  return div;
+}
+function conversation() {
+  const system = $('chat-system').value.trim();
+  return [...(system ? [{ role: 'system', content: system }] : []), ...state.chat];
+}
+$('chat-form').addEventListener('submit', async (ev) => {
+  ev.preventDefault();
+  const name = $('chat-model').value, text = $('chat-input').value;
+  if (!name) return say('chat-message', 'no chat model yet: fine-tune one under 2. Train', true);
+  if (!text.trim()) return;
+  const body = { messages: [...conversation(), { role: 'user', content: text }], stream: true,
+                 max_tokens: Number($('chat-tokens').value) || 256, temperature: Number($('chat-temperature').value) };
+  const ctrl = state.chatSource = new AbortController();
+  $('chat-send').disabled = true; $('chat-stop').disabled = false; say('chat-message', '');
+  let reply = null, said = '';
+  const finish = (msg, error) => {
+    $('chat-send').disabled = false; $('chat-stop').disabled = true;
+    if (said.trim()) state.chat.push({ role: 'assistant', content: said });   // what was seen stays, even if stopped
+    if (msg !== undefined) say('chat-message', msg, error);
+  };
+  try {
+    const r = await fetch(`lm/${enc(name)}/chat`, { method: 'POST', signal: ctrl.signal,
+                                                    headers: { ...keyHeaders(), 'Content-Type': 'application/json' },
+                                                    body: JSON.stringify(body) });
+    if (!r.ok) throw await failure(r);          // a bad message changes nothing: the input stays for editing
+    state.chat.push({ role: 'user', content: text });
+    addTurn('user', text); $('chat-input').value = '';
+    reply = addTurn('assistant', '');
+    for await (const [event, data] of sseEvents(r)) {
+      if (event === 'message') { said += data.text; reply.textContent = said; }
+      else if (event === 'done') return finish(data.finish_reason === 'length' ? `cut at ${body.max_tokens} tokens` : '');
+      else if (event === 'error') return finish(data.detail, true);
+    }
+    finish('the connection was lost', true);
+  } catch (e) {
+    if (e.name === 'AbortError') finish('stopped'); else finish(e.message, true);
+  }
+});
+$('chat-input').addEventListener('keydown', (ev) => {
+  if (ev.key === 'Enter' && !ev.shiftKey) { ev.preventDefault(); $('chat-form').requestSubmit(); }
+});
+$('chat-stop').addEventListener('click', () => { if (state.chatSource) state.chatSource.abort(); });
+$('chat-reset').addEventListener('click', () => { state.chat = []; $('chat-log').replaceChildren(); say('chat-message', ''); });
 
 // ---- start --------------------------------------------------------------------------------------------
 $('api-key').value = localStorage.getItem('chadgpt-api-key') || '';
