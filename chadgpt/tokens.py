@@ -54,7 +54,7 @@ def array_encoder(tok):
     "A function from a list of texts to a list of `int64` token arrays, the same ids as `tok.encode`."
     if isinstance(tok, CharTokenizer):
         lut = np.full(max(map(ord, tok.chars)) + 2, -1, dtype=np.int64)   # the last entry: any larger code point
-        lut[[ord(c) for c in tok.chars]] = np.arange(tok.vocab_size)
+        lut[[ord(c) for c in tok.chars]] = np.arange(len(tok.chars))        # the characters' ids (special ids follow them)
         def one(t):
             ids = lut[np.minimum(np.frombuffer(t.encode('utf-32-le'), dtype=np.uint32), len(lut) - 1)]
             if len(ids) and ids.min() < 0: tok.encode(t)                  # raises, naming the character
@@ -164,13 +164,18 @@ def token_sets(dataset:str, home=None) -> list[Path]:
     return sorted(found, key=lambda p: (p/META).stat().st_mtime_ns, reverse=True)
 
 # %% ../nbs/15_tokens.ipynb #272cbfb8
+def _specials_slug(tok) -> str:
+    "A folder-name suffix for a tokenizer with special tokens (a chat model's), so its files never replace the plain kind's."
+    names = getattr(tok, 'specials', ())
+    return f"-sp{hashlib.sha1(chr(10).join(names).encode()).hexdigest()[:8]}" if names else ''
+
 def prepare(dataset='shakespeare', tokenizer='char', home=None, paths:bool=True, progress:bool=False) -> TokenData:
     "Token files of `dataset` for `tokenizer` (a spec such as `'bpe:2048'`, or a tokenizer object), made once and reused."
     path = dataset_path(dataset, home, paths)
     tok = None if isinstance(tokenizer, (str, TokenizerSpec)) else tokenizer
     spec = spec_of(tok) if tok is not None else TokenizerSpec.parse(tokenizer)
     root, name = tokens_dir(home), _source_name(dataset, home, path)
-    folder, what = safe_join(root, f'{name}.{spec.slug}', 'token folder', 80), f"dataset {str(dataset)!r}"
+    folder, what = safe_join(root, f'{name}.{spec.slug}{_specials_slug(tok)}', 'token folder', 80), f"dataset {str(dataset)!r}"
     root.mkdir(parents=True, exist_ok=True)
     with open(root/f'.{folder.name}.lock', 'w') as lock:
         if fcntl: fcntl.flock(lock, fcntl.LOCK_EX)         # one preparer per folder; others wait, then reuse

@@ -181,3 +181,16 @@ def test_ctrl_c_stops_a_reply_not_the_session(kinds):
     m.generate_stream = real
     again = session.say('And you?')
     assert ''.join(again) == again.text and again.finish_reason in ('stop', 'length')     # the session goes on
+
+def test_a_chat_model_fine_tunes_on_text_too(home):
+    "`train --init-from` a chat model: its tokenizer keeps the chat tokens, and its token files never replace the plain ones."
+    train('base', GPTConfig(n_layer=1, n_head=2, n_embed=32, block_size=48), TrainConfig(max_iters=2, batch_size=4, eval_iters=1),
+          home=home, progress=False)
+    conv = {'messages': [{'role': 'user', 'content': 'Who?'}, {'role': 'assistant', 'content': 'I.'}]}
+    (home/'data'/'talk.jsonl').write_text((json.dumps(conv) + '\n') * 10)
+    sft('c', 'base', 'talk.jsonl', TrainConfig(max_iters=2, batch_size=4, eval_iters=1), home, progress=False)
+    r = chadgpt('train', '--init-from', 'c', '--name', 'c2', '--max-iters', 2, '--batch-size', 4, '--eval-iters', 1, '--quiet', home=home)
+    assert r.returncode == 0, r.stderr
+    folders = sorted(p.name for p in (home/'tokens').iterdir() if p.is_dir() and not p.name.startswith('.'))
+    assert is_chat(load_tokenizer(home/'models'/'c2')) and len(folders) == 2 and folders[0] == 'shakespeare.char', folders
+    assert chadgpt('train', '--name', 'base', '--resume', '--max-iters', 3, '--quiet', home=home).returncode == 0
