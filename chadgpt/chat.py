@@ -106,7 +106,7 @@ def masked_targets(ids, mask) -> tuple[torch.Tensor, torch.Tensor]:
 def _conversation(line:str, tokenizer, block_size:int) -> tuple[list[int], list[int], bool]:
     "One line's conversation rendered and cut to `block_size + 1` tokens, and whether it was cut; errors say what is wrong."
     try: obj = json.loads(line)
-    except ValueError as e: raise ChadGPTError(f"not JSON ({getattr(e, 'msg', e)})") from None
+    except ValueError as e: raise ChadGPTError(f"not JSON ({getattr(e, 'msg', e)}); each line holds one whole conversation") from None
     except RecursionError: raise ChadGPTError("not JSON (nested too deeply)") from None
     if not isinstance(obj, dict) or 'messages' not in obj: raise ChadGPTError('expected an object {"messages": [...]}')
     ids, mask = render_conversation(tokenizer, obj['messages'])
@@ -141,9 +141,14 @@ class ConversationData:
     @classmethod
     def load(cls, path, tokenizer, block_size:int, what:str|None=None):
         "The conversations of the JSONL file at `path` for a model of `block_size`; line-numbered errors about `what`."
-        what = what or f"conversation file {Path(path).name}"
-        rows, cut = read_conversations(read_text(path, what), tokenizer, block_size, what)
-        return cls(rows, tokenizer, Path(path).name, cut)
+        path, what = Path(path), what or f"conversation file {Path(path).name}"
+        if not path.is_file() or not path.stat().st_size: read_text(path, what)    # says what is wrong with it
+        raw = path.read_bytes()
+        try: text = raw.decode('utf-8')
+        except UnicodeDecodeError as e:
+            raise ChadGPTError(f"{what}, line {raw.count(10, 0, e.start) + 1}: not UTF-8 text (byte 0x{raw[e.start]:02x})") from None
+        rows, cut = read_conversations(text, tokenizer, block_size, what)
+        return cls(rows, tokenizer, path.name, cut)
 
     @property
     def vocab_size(self) -> int: return self.tokenizer.vocab_size
