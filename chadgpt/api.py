@@ -4,7 +4,7 @@
 
 # %% ../nbs/26_api.ipynb #87ec3505
 from __future__ import annotations
-import hmac, ipaddress, json, os, re, socket, sys, threading
+import hmac, ipaddress, json, os, re, socket, sys, threading, time, uuid
 from itertools import chain, islice
 from contextlib import asynccontextmanager
 from pathlib import Path
@@ -27,16 +27,18 @@ from .core import SETTING_ALIASES, ChadGPTError, NotFoundError, ConflictError, B
 from .model import GPTConfig, head_advice
 from .tokenizers import BPE_DEFAULT, BPE_SIZES, BPE_VOCAB
 from .train import ARCHS, DEFAULT_ARCH, TrainConfig, all_settings, arch_configs, preset_value, saved_configs, split_settings
-from .sample import Sampling, stream_text
-from .chat import SFT_DEFAULTS, chat_reply, sft_settings
+from .sample import Sampling, encode_prompt, stream_text
+from .checkpoint import WEIGHTS, models_dir
+from .chat import SFT_DEFAULTS, Reply, chat_reply, context_budget, fit_prompt, is_chat, sft_settings
 from .store import Store, TooLargeError, DiskFullError
 
 # %% auto #0
-__all__ = ['Hyperparameters', 'SFTHyperparameters', 'SAFE_METHODS', 'OPEN_PATHS', 'LOOPBACK_HOSTS', 'MAX_BODY_BYTES',
-           'FORM_BYTES', 'SECURITY_HEADERS', 'STATIC', 'WILDCARD_HOSTS', 'setting_field', 'hyperparameters_model',
-           'TrainRequest', 'SFTRequest', 'sft_configs', 'request_model', 'request_configs', 'UnauthorizedError',
-           'public_message', 'host_name', 'authority', 'Guard', 'machine_memory', 'create_app', 'Int', 'EvalQuery',
-           'ChatMessage', 'ChatRequest', 'allowed_hosts_for', 'serve']
+__all__ = ['Hyperparameters', 'SFTHyperparameters', 'V1_MAX_TOKENS', 'V1_MAX_N', 'SAFE_METHODS', 'OPEN_PATHS', 'LOOPBACK_HOSTS',
+           'MAX_BODY_BYTES', 'FORM_BYTES', 'SECURITY_HEADERS', 'STATIC', 'WILDCARD_HOSTS', 'setting_field',
+           'hyperparameters_model', 'TrainRequest', 'SFTRequest', 'sft_configs', 'request_model', 'request_configs',
+           'openai_error', 'error_body', 'UnauthorizedError', 'public_message', 'host_name', 'authority', 'Guard',
+           'machine_memory', 'create_app', 'Int', 'EvalQuery', 'ChatMessage', 'ChatRequest', 'CompletionRequest',
+           'ChatCompletionRequest', 'StopAt', 'allowed_hosts_for', 'serve']
 
 # %% ../nbs/26_api.ipynb #5c4072de
 class _Hyperparameters(BaseModel):
@@ -149,6 +151,22 @@ def request_configs(req:TrainRequest, name:str|None=None, home=None) -> tuple[GP
         return saved_configs(name, home, m, {**t, 'device': req.device, 'dtype': req.dtype})
     return arch_configs(h.arch, m, {**t, 'device': req.device, 'dtype': req.dtype})
 
+# %% ../nbs/26_api.ipynb #fdf3e244
+V1_MAX_TOKENS = 10_000            # the same bound as /lm/{name}/eval's tokens
+V1_MAX_N = 8                      # choices in one request
+
+def openai_error(status:int, message:str, param:str|None=None) -> dict:
+    "An error body in OpenAI's shape, its `type` and `code` chosen by the HTTP status."
+    kind = {401: 'authentication_error', 403: 'permission_error', 404: 'not_found_error', 429: 'rate_limit_error'}.get(
+        status, 'server_error' if status >= 500 else 'invalid_request_error')
+    code = {401: 'invalid_api_key', 404: 'model_not_found', 429: 'rate_limit_exceeded', 413: 'request_too_large'}.get(status)
+    return {'error': {'message': message, 'type': kind, 'param': param, 'code': code}}
+
+def error_body(path:str, status:int, message:str, param:str|None=None) -> dict:
+    "The body of an error answer: OpenAI's shape under `/v1/`, chadgpt's `{'detail': ...}` elsewhere."
+    return openai_error(status, message, param) if path.startswith('/v1/') else {'detail': message}
+
+
 # %% ../nbs/26_api.ipynb #e8b6d145
 class UnauthorizedError(ChadGPTError):
     "A request without the right API key."
@@ -172,15 +190,20 @@ def _field(loc) -> str:
 def _add_error_handlers(app:FastAPI):
     public = lambda msg: public_message(msg, app.state.store.home)
 
+    v1 = lambda request: request.url.path.startswith('/v1/')      # OpenAI's routes: its shape, and 400 for a bad request
+
     @app.exception_handler(ChadGPTError)
     async def chadgpt_error(request, e: ChadGPTError):
         headers = {'Retry-After': str(e.retry_after)} if isinstance(e, BusyError) else None
-        return JSONResponse({'detail': public(str(e))}, status_code=_status_of(e), headers=headers)
+        status = 400 if v1(request) and _status_of(e) == 422 else _status_of(e)
+        return JSONResponse(error_body(request.url.path, status, public(str(e))), status_code=status, headers=headers)
 
     @app.exception_handler(RequestValidationError)
     async def validation_error(request, e: RequestValidationError):
         msgs = [f"{_field(err['loc'])}: {err['msg'].removeprefix('Value error, ')}" for err in e.errors()]
-        return JSONResponse({'detail': '; '.join(msgs)}, status_code=422)
+        param = _field(e.errors()[0]['loc']) if e.errors() else None
+        return JSONResponse(error_body(request.url.path, 400 if v1(request) else 422, '; '.join(msgs), param),
+                            status_code=400 if v1(request) else 422)
 
     @app.exception_handler(HTTPException)
     async def http_error(request, e: HTTPException):
@@ -189,11 +212,11 @@ def _add_error_handlers(app:FastAPI):
             upload = request.url.path == '/ds/upload'
             limit = app.state.store.max_upload_bytes if upload else app.state.max_body_bytes
             detail = f"{'upload' if upload else 'request body'} is larger than the {limit:,}-byte limit"
-        return JSONResponse({'detail': detail}, status_code=e.status_code, headers=e.headers)
+        return JSONResponse(error_body(request.url.path, e.status_code, detail), status_code=e.status_code, headers=e.headers)
 
     @app.exception_handler(Exception)
     async def server_error(request, e: Exception):      # a bug: logged with its traceback, answered without it
-        return JSONResponse({'detail': "internal server error; the server's log has the details"}, status_code=500)
+        return JSONResponse(error_body(request.url.path, 500, "internal server error; the server's log has the details"), status_code=500)
 
 # %% ../nbs/26_api.ipynb #78124c73
 SAFE_METHODS = frozenset({'GET', 'HEAD', 'OPTIONS'})
@@ -250,7 +273,7 @@ class Guard:
         if (why := self.refusal(scope['method'], scope['path'], Headers(scope=scope))) is not None:
             status, detail = why
             headers = {'WWW-Authenticate': 'Bearer'} if status == 401 else None
-            return await JSONResponse({'detail': detail}, status_code=status, headers=headers)(scope, receive, send_secure)
+            return await JSONResponse(error_body(scope['path'], status, detail), status_code=status, headers=headers)(scope, receive, send_secure)
         await self.app(scope, receive, send_secure)
 
     def host_refusal(self, host:str|None, here) -> tuple[int, str]|None:
@@ -324,6 +347,7 @@ def create_app(home=None, api_key:str|None=None, cors_origins:list[str]|None=Non
     _add_error_handlers(app)
     _add_dataset_routes(app, store)
     _add_model_routes(app, store)
+    _add_openai_routes(app, store)
     _add_web_page(app)
     return app
 
@@ -452,9 +476,9 @@ def _add_eval_route(app:FastAPI, store:Store):
                                   'temperature': temperature, 'top_k': top_k, 'top_p': top_p, 'seed': seed}
         return _generation(app, pieces, q.stream, answer)
 
-def _generation(app:FastAPI, pieces, stream:bool, answer, done=lambda n: {'tokens': n}):
-    """Run `pieces()` (text pieces, lazily made) in one of the generation slots: as Server-Sent Events (`done(n)` in the
-    last), or whole as `answer(text)`. 429 when every slot is taken; the slot comes back however the stream ends."""
+def _generation(app:FastAPI, pieces, stream:bool, answer, events=_sse):
+    """Run `pieces()` (text pieces, lazily made) in one of the generation slots: as Server-Sent Events (`events` of the
+    pieces), or whole as `answer(text)`. 429 when every slot is taken; the slot comes back however the stream ends."""
     if not app.state.generations.acquire(blocking=False):
         raise BusyError(f"{app.state.max_generations} generations are running, the most this server runs at once; "
                         "try again in a moment", retry_after=1)
@@ -463,7 +487,7 @@ def _generation(app:FastAPI, pieces, stream:bool, answer, done=lambda n: {'token
         it = iter(pieces())
         if stream:
             first = list(islice(it, 1))       # a model that cannot generate fails here, with a proper status
-            response = StreamingResponse(_until_closed(_sse(chain(first, it), done), release), media_type='text/event-stream',
+            response = StreamingResponse(_until_closed(events(chain(first, it)), release), media_type='text/event-stream',
                                          headers={'Cache-Control': 'no-cache'}, background=BackgroundTask(release))
             streaming = True                  # from here the stream's end (or the client's leaving) gives the slot back
             return response
@@ -504,7 +528,134 @@ def _add_chat_route(app:FastAPI, store:Store):
             r = replies[0]
             return {'message': {'role': 'assistant', 'content': text}, 'finish_reason': r.finish_reason, 'usage': usage(r)}
         def done(n): return {'tokens': n, 'finish_reason': replies[0].finish_reason, 'usage': usage(replies[0])}
-        return _generation(app, pieces, req.stream, answer, done)
+        return _generation(app, pieces, req.stream, answer, lambda it: _sse(it, done))
+
+# %% ../nbs/26_api.ipynb #d705bf66
+class _V1Request(BaseModel):
+    model_config = ConfigDict(extra='ignore')              # clients send fields chadgpt has no use for
+    model: str = Field(min_length=1, max_length=64)
+    max_tokens: int | None = Field(None, ge=1, le=V1_MAX_TOKENS)
+    temperature: float = Field(1.0, ge=0, le=100, description="0 = greedy")
+    top_p: float | None = Field(None, gt=0, le=1)
+    top_k: int | None = Field(None, ge=1, le=1_000_000, description="chadgpt's extra: keep the K most likely tokens")
+    n: int = Field(1, ge=1, le=V1_MAX_N)
+    stop: str | list[str] | None = Field(None, validate_default=True, description="up to 4 strings; the text ends before the first")
+    seed: int | None = Field(None, ge=0, le=2**63 - 1)
+    stream: bool = False
+
+    @field_validator('stop')
+    @classmethod
+    def _stops(cls, v):
+        stops = [v] if isinstance(v, str) else v or []
+        if len(stops) > 4 or not all(0 < len(s) <= 200 for s in stops): raise ValueError("stop: up to 4 strings of 1 to 200 characters")
+        return stops
+
+    def sampling(self, i:int) -> Sampling:
+        "How choice `i` is sampled: a given seed is offset per choice, so the `n` choices differ but repeat."
+        return Sampling(self.temperature, self.top_k, self.top_p, None if self.seed is None else self.seed + i)
+
+class CompletionRequest(_V1Request):
+    "Body of `POST /v1/completions`."
+    prompt: str | list[str] = Field('', validate_default=True, description="text to continue, or a list of them (one group of choices each)")
+    max_tokens: int | None = Field(16, ge=1, le=V1_MAX_TOKENS)
+
+    @field_validator('prompt')
+    @classmethod
+    def _prompts(cls, v):
+        prompts = [v] if isinstance(v, str) else v
+        if not 1 <= len(prompts) <= V1_MAX_N or any(len(p) > 100_000 for p in prompts):
+            raise ValueError(f"prompt: a text or a list of 1 to {V1_MAX_N} texts, each of at most 100,000 characters")
+        return prompts
+
+class ChatCompletionRequest(_V1Request):
+    "Body of `POST /v1/chat/completions`."
+    messages: list[dict] = Field(min_length=1, max_length=500, description="OpenAI's list of {role, content}")
+
+
+# %% ../nbs/26_api.ipynb #0fdfb289
+class StopAt:
+    "The text of `pieces` up to the first of the `stops` strings (held back until it cannot be the start of one); `.hit` says if one came."
+    def __init__(self, pieces, stops:list[str]):
+        self.pieces, self.stops, self.hit = pieces, stops, False
+    def __iter__(self):
+        if not self.stops: yield from self.pieces; return
+        keep, buf = max(map(len, self.stops)) - 1, ''
+        for piece in self.pieces:
+            buf += piece
+            cut = min((i for i in (buf.find(s) for s in self.stops) if i >= 0), default=-1)
+            if cut >= 0:
+                self.hit = True
+                if buf[:cut]: yield buf[:cut]
+                return                                            # ends the reply: its generator closes
+            if len(buf) > keep: yield buf[:len(buf) - keep]; buf = buf[len(buf) - keep:]
+        if buf: yield buf
+
+
+# %% ../nbs/26_api.ipynb #a1be15dd
+def _v1_replies(store:Store, req:_V1Request, chat:bool) -> list[tuple[int, Reply]]:
+    "The request's `(index, Reply)` for every choice, checked before any token is generated (every prompt, every message)."
+    model, tok = store.load(check_name(req.model, 'model'))
+    if chat:
+        if not is_chat(tok): raise ChadGPTError(f"model {req.model!r} has no chat format; fine-tune it on conversations "
+                                                f"first (chadgpt sft {req.model} --data FILE), or ask it for completions instead")
+        ids = [fit_prompt(tok, req.messages, context_budget(model.config, req.max_tokens or 256))]
+    else: ids = [encode_prompt(tok, p)[0].tolist() for p in req.prompt]
+    if max(max(x) for x in ids) >= model.config.vocab_size:
+        raise ChadGPTError(f"the prompt has a token outside this model's {model.config.vocab_size} tokens")
+    return [(k * req.n + i, Reply(model, tok, x, req.max_tokens or 256, req.sampling(i))) for k, x in enumerate(ids) for i in range(req.n)]
+
+def _v1_usage(replies) -> dict:
+    p, c = sum(r.prompt_tokens for _, r in replies), sum(r.completion_tokens for _, r in replies)
+    return {'prompt_tokens': p, 'completion_tokens': c, 'total_tokens': p + c}
+
+def _v1_run(replies, stops) -> list[tuple[int, str, str]]:
+    "Every choice generated whole: `(index, text, finish_reason)`."
+    out = []
+    for i, r in replies:
+        text = ''.join(s := StopAt(r, stops))
+        out.append((i, text, 'stop' if s.hit else r.finish_reason))
+    return out
+
+def _v1_events(replies, stops, head:dict, chat:bool):
+    "OpenAI's stream: a chunk per piece of each choice (chat: a first one with the role), a last one with the finish reason, `[DONE]`."
+    chunk = lambda i, part, finish=None: 'data: ' + json.dumps({**head, 'choices': [
+        {'index': i, **({'delta': part} if chat else {'text': part.get('content', ''), 'logprobs': None}), 'finish_reason': finish}]}) + '\n\n'
+    try:
+        for i, r in replies:
+            if chat: yield chunk(i, {'role': 'assistant', 'content': ''})
+            for piece in (s := StopAt(r, stops)): yield chunk(i, {'content': piece})
+            yield chunk(i, {}, 'stop' if s.hit else r.finish_reason)
+    except ChadGPTError as e:
+        yield 'data: ' + json.dumps(openai_error(500, str(e))) + '\n\n'; return
+    yield 'data: [DONE]\n\n'
+
+
+# %% ../nbs/26_api.ipynb #7add05f5
+def _add_openai_routes(app:FastAPI, store:Store):
+    @app.get('/v1/models', summary="OpenAI: the models that can generate")
+    def v1_models():
+        names = [n for n in store.list_models() if (models_dir(store.home)/n/WEIGHTS).is_file()]
+        return {'object': 'list', 'data': [{'id': n, 'object': 'model', 'owned_by': 'chadgpt',
+                                            'created': int((models_dir(store.home)/n/WEIGHTS).stat().st_mtime)} for n in names]}
+
+    def answer(req:_V1Request, chat:bool):
+        head = {'id': f"{'chatcmpl' if chat else 'cmpl'}-{uuid.uuid4().hex[:24]}", 'created': int(time.time()), 'model': req.model,
+                'object': 'chat.completion.chunk' if chat else 'text_completion'}
+        replies = []
+        def pieces():                                             # checks everything, then the generator runs lazily
+            replies.extend(_v1_replies(store, req, chat)); return iter(())
+        def whole(_):
+            choices = [{'index': i, **({'message': {'role': 'assistant', 'content': t}} if chat else {'text': t, 'logprobs': None}),
+                        'finish_reason': f} for i, t, f in _v1_run(replies, req.stop)]
+            return {**head, 'object': 'chat.completion' if chat else 'text_completion', 'choices': choices, 'usage': _v1_usage(replies)}
+        return _generation(app, pieces, req.stream, whole, events=lambda it: _v1_events(replies, req.stop, head, chat))
+
+    @app.post('/v1/completions', max_body_size=MAX_BODY_BYTES, summary="OpenAI: continue a prompt")
+    def v1_completions(req: CompletionRequest): return answer(req, chat=False)
+
+    @app.post('/v1/chat/completions', max_body_size=MAX_BODY_BYTES, summary="OpenAI: a chat model's reply")
+    def v1_chat(req: ChatCompletionRequest): return answer(req, chat=True)
+
 
 # %% ../nbs/26_api.ipynb #6d9e2166
 STATIC = resources.files('chadgpt')/'static'
