@@ -542,6 +542,13 @@ class _V1Request(BaseModel):
     stop: str | list[str] | None = Field(None, validate_default=True, description="up to 4 strings; the text ends before the first")
     seed: int | None = Field(None, ge=0, le=2**63 - 1)
     stream: bool = False
+    max_completion_tokens: int | None = Field(None, ge=1, le=V1_MAX_TOKENS, description="OpenAI's newer name for max_tokens")
+    stream_options: dict | None = Field(None, description='{"include_usage": true}: a last chunk with the token counts')
+
+    @property
+    def limit(self) -> int:
+        "The most tokens in each choice: `max_completion_tokens`, else `max_tokens`, else 256."
+        return self.max_completion_tokens or self.max_tokens or 256
 
     @field_validator('stop')
     @classmethod
@@ -598,11 +605,11 @@ def _v1_replies(store:Store, req:_V1Request, chat:bool) -> list[tuple[int, Reply
     if chat:
         if not is_chat(tok): raise ChadGPTError(f"model {req.model!r} has no chat format; fine-tune it on conversations "
                                                 f"first (chadgpt sft {req.model} --data FILE), or ask it for completions instead")
-        ids = [fit_prompt(tok, req.messages, context_budget(model.config, req.max_tokens or 256))]
+        ids = [fit_prompt(tok, req.messages, context_budget(model.config, req.limit))]
     else: ids = [encode_prompt(tok, p)[0].tolist() for p in req.prompt]
     if max(max(x) for x in ids) >= model.config.vocab_size:
         raise ChadGPTError(f"the prompt has a token outside this model's {model.config.vocab_size} tokens")
-    return [(k * req.n + i, Reply(model, tok, x, req.max_tokens or 256, req.sampling(i))) for k, x in enumerate(ids) for i in range(req.n)]
+    return [(k * req.n + i, Reply(model, tok, x, req.limit, req.sampling(i))) for k, x in enumerate(ids) for i in range(req.n)]
 
 def _v1_usage(replies) -> dict:
     p, c = sum(r.prompt_tokens for _, r in replies), sum(r.completion_tokens for _, r in replies)
@@ -616,8 +623,9 @@ def _v1_run(replies, stops) -> list[tuple[int, str, str]]:
         out.append((i, text, 'stop' if s.hit else r.finish_reason))
     return out
 
-def _v1_events(replies, stops, head:dict, chat:bool):
-    "OpenAI's stream: a chunk per piece of each choice (chat: a first one with the role), a last one with the finish reason, `[DONE]`."
+def _v1_events(replies, stops, head:dict, chat:bool, usage:bool=False):
+    """OpenAI's stream: a chunk per piece of each choice (chat: a first one with the role), one with its finish reason,
+    with `usage` a last chunk of token counts (and no choices), then `[DONE]`."""
     chunk = lambda i, part, finish=None: 'data: ' + json.dumps({**head, 'choices': [
         {'index': i, **({'delta': part} if chat else {'text': part.get('content', ''), 'logprobs': None}), 'finish_reason': finish}]}) + '\n\n'
     try:
@@ -625,6 +633,7 @@ def _v1_events(replies, stops, head:dict, chat:bool):
             if chat: yield chunk(i, {'role': 'assistant', 'content': ''})
             for piece in (s := StopAt(r, stops)): yield chunk(i, {'content': piece})
             yield chunk(i, {}, 'stop' if s.hit else r.finish_reason)
+        if usage: yield 'data: ' + json.dumps({**head, 'choices': [], 'usage': _v1_usage(replies)}) + '\n\n'
     except ChadGPTError as e:
         yield 'data: ' + json.dumps(openai_error(500, str(e))) + '\n\n'; return
     yield 'data: [DONE]\n\n'
@@ -648,7 +657,7 @@ def _add_openai_routes(app:FastAPI, store:Store):
             choices = [{'index': i, **({'message': {'role': 'assistant', 'content': t}} if chat else {'text': t, 'logprobs': None}),
                         'finish_reason': f} for i, t, f in _v1_run(replies, req.stop)]
             return {**head, 'object': 'chat.completion' if chat else 'text_completion', 'choices': choices, 'usage': _v1_usage(replies)}
-        return _generation(app, pieces, req.stream, whole, events=lambda it: _v1_events(replies, req.stop, head, chat))
+        return _generation(app, pieces, req.stream, whole, events=lambda it: _v1_events(replies, req.stop, head, chat, bool((req.stream_options or {}).get('include_usage'))))
 
     @app.post('/v1/completions', max_body_size=MAX_BODY_BYTES, summary="OpenAI: continue a prompt")
     def v1_completions(req: CompletionRequest): return answer(req, chat=False)

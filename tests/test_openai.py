@@ -88,3 +88,16 @@ def test_a_full_house_is_a_rate_limit(served):
         try: c.completions.create(model='t', prompt='x', max_tokens=2); break
         except openai.RateLimitError: threading.Event().wait(0.1)
     else: pytest.fail("the slot never came back")
+
+def test_newer_fields_clients_send(served):
+    "`max_completion_tokens` (OpenAI's newer name) and `stream_options.include_usage`, as current clients send them."
+    c = client(served)
+    msgs = [{'role': 'user', 'content': 'Who are you?'}]
+    r = c.chat.completions.create(model='t-chat', messages=msgs, temperature=0, max_completion_tokens=3)
+    assert (r.choices[0].message.content, r.choices[0].finish_reason) == ('A p', 'length')
+    chunks = list(c.chat.completions.create(model='t-chat', messages=msgs, temperature=0, stream=True,
+                                            stream_options={'include_usage': True}))
+    assert chunks[-1].choices == [] and chunks[-1].usage.completion_tokens == len('A player.')
+    assert ''.join(ch.choices[0].delta.content or '' for ch in chunks[:-1]) == 'A player.'
+    r = c.chat.completions.create(model='t-chat', messages=msgs, temperature=0, presence_penalty=0.5, user='me')
+    assert r.choices[0].message.content == 'A player.'                             # fields chadgpt has no use for: ignored
