@@ -196,14 +196,19 @@ def _configs(args):
     return arch_configs(args.arch, model, training)
 
 # %% ../nbs/29_cli.ipynb #ab191a1d
-def _on_signals(stop:threading.Event, loud:bool):
-    "Ctrl-C or SIGTERM: stop after this step with a checkpoint (a second Ctrl-C aborts); returns the old handlers."
+@contextlib.contextmanager
+def _stopping(loud:bool):
+    "An event that Ctrl-C or SIGTERM sets while the block runs: stop after this step with a checkpoint (a second Ctrl-C aborts)."
+    stop = threading.Event()
     def handler(sig, frame):
         if stop.is_set() and sig == signal.SIGINT: raise KeyboardInterrupt
         stop.set()
         if loud: print("\nstopping after this step and saving a checkpoint (Ctrl-C again to abort)", file=sys.stderr)
-    if threading.current_thread() is not threading.main_thread(): return {}
-    return {s: signal.signal(s, handler) for s in (signal.SIGINT, signal.SIGTERM)}
+    main = threading.current_thread() is threading.main_thread()
+    old = {s: signal.signal(s, handler) for s in (signal.SIGINT, signal.SIGTERM)} if main else {}
+    try: yield stop
+    finally:
+        for s, h in old.items(): signal.signal(s, h)
 
 def cmd_train(args) -> int:
     if args.resume and not args.name: raise ChadGPTError("--resume needs --name of the model to continue")
@@ -214,12 +219,10 @@ def cmd_train(args) -> int:
             if checkpoint_step(safe_join(models_dir(args.home), args.name)) is not None: args.resume, args.init_from = True, None
             else: args.overwrite = True                      # it died before its first checkpoint: start again
         mcfg, tcfg = _configs(args)
-        stop, t0 = threading.Event(), time.perf_counter()
-        old = _on_signals(stop, w.main)
-        try: out = train(args.name, mcfg, tcfg, args.dataset, args.home, resume=args.resume, overwrite=args.overwrite,
-                         progress=not args.quiet and w.main, stop=stop, tokenizer=args.tokenizer, init_from=args.init_from)
-        finally:
-            for s, h in old.items(): signal.signal(s, h)
+        t0 = time.perf_counter()
+        with _stopping(w.main) as stop:
+            out = train(args.name, mcfg, tcfg, args.dataset, args.home, resume=args.resume, overwrite=args.overwrite,
+                        progress=not args.quiet and w.main, stop=stop, tokenizer=args.tokenizer, init_from=args.init_from)
         if not w.main: return 0                              # rank 0 reports
     st = read_json(out/'state.json')
     if st['status'] == 'cancelled':
@@ -256,11 +259,8 @@ def cmd_sft(args) -> int:
         d = run.data
         if w.main: print(f"{len(d.train) + len(d.val):,} conversations ({len(d.train):,} train, {len(d.val):,} val), "
                          f"{d.truncated:,} cut to the context of {run.model_config.block_size + 1} tokens", file=sys.stderr)
-        stop, t0 = threading.Event(), time.perf_counter()
-        old = _on_signals(stop, w.main)
-        try: out = run.run(progress=not args.quiet and w.main, stop=stop)
-        finally:
-            for s, h in old.items(): signal.signal(s, h)
+        t0 = time.perf_counter()
+        with _stopping(w.main) as stop: out = run.run(progress=not args.quiet and w.main, stop=stop)
         if not w.main: return 0
     st, home = read_json(out/'state.json'), f" --home {args.home}" if args.home else ''
     if st['status'] == 'cancelled':
