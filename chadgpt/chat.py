@@ -267,10 +267,11 @@ def fit_prompt(tokenizer, messages, budget:int) -> list[int]:
     while n > 0 and sum(map(len, blocks[n - 1:])) <= room: n -= 1
     return (head + [t for b in blocks[n:] for t in b] + whole[-1:])[-budget:]
 
-def chat_reply(model:GPT, tokenizer, messages, max_new_tokens:int=256, sampling:Sampling|None=None, generator=None) -> Reply:
+def chat_reply(model:GPT, tokenizer, messages, max_new_tokens:int=256, sampling:Sampling|None=None, generator=None,
+               on_end=None) -> Reply:
     "The streaming `Reply` of chat `model` to `messages` (the last one usually the user's), kept within what it can see."
     return Reply(model, tokenizer, fit_prompt(tokenizer, messages, context_budget(model.config, max_new_tokens)),
-                 max_new_tokens, sampling, generator)
+                 max_new_tokens, sampling, generator, on_end)
 
 # %% ../nbs/24_chat.ipynb #dbf97635
 class ChatSession:
@@ -295,9 +296,9 @@ class ChatSession:
     def say(self, text:str) -> Reply:
         "The model's reply to `text` (checked and encoded here, so a bad message changes nothing)."
         msgs = [*self.conversation, {'role': 'user', 'content': text}]
-        ids = fit_prompt(self.tok, msgs, context_budget(self.model.config, self.max_new_tokens))
+        reply = chat_reply(self.model, self.tok, msgs, self.max_new_tokens, self.sampling, self.generator, self._keep)
         self.messages.append(msgs[-1])
-        return Reply(self.model, self.tok, ids, self.max_new_tokens, self.sampling, self.generator, on_end=self._keep)
+        return reply
 
     def _keep(self, reply:Reply):
         if reply.text.strip(): self.messages.append({'role': 'assistant', 'content': reply.text})
