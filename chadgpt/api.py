@@ -85,6 +85,8 @@ class TrainRequest(BaseModel):
                           "hyperparameters.vocab_size tokens); when resuming, the model's own")
     hyperparameters: Hyperparameters = Field(default_factory=Hyperparameters)
     resume: bool = Field(False, description="continue the model from its last checkpoint instead of starting afresh")
+    processes: int = Field(1, ge=1, le=1024, description="training processes: more than one trains data-parallel under torchrun "
+                                                        "(at most one per GPU, or per CPU core, of the server)")
     device: str = Field('auto', pattern=r'^(auto|cpu|cuda(:\d+)?)$', title=_TRAIN['device'].label, description=_TRAIN['device'].help)
     dtype: Literal[_TRAIN['dtype'].choices] = Field('auto', title=_TRAIN['dtype'].label, description=_TRAIN['dtype'].help)
 
@@ -120,6 +122,8 @@ class SFTRequest(BaseModel):
                                             'shakespeare-chat (made from the Shakespeare built-in); never a path')
     hyperparameters: SFTHyperparameters = Field(default_factory=SFTHyperparameters)
     resume: bool = Field(False, description="continue the fine-tuning run from its last checkpoint")
+    processes: int = Field(1, ge=1, le=1024, description="training processes: more than one trains data-parallel under torchrun "
+                                                        "(at most one per GPU, or per CPU core, of the server)")
     device: str = Field('auto', pattern=r'^(auto|cpu|cuda(:\d+)?)$', title=_TRAIN['device'].label, description=_TRAIN['device'].help)
     dtype: Literal[_TRAIN['dtype'].choices] = Field('auto', title=_TRAIN['dtype'].label, description=_TRAIN['dtype'].help)
 
@@ -398,7 +402,8 @@ def _add_model_routes(app:FastAPI, store:Store):
 
     def train_model(name: str, req):
         mcfg, tcfg = request_configs(req, check_name(name), store.home)
-        store.train(name, mcfg, tcfg, None if req.resume else req.dataset, resume=req.resume, tokenizer=req.tokenizer_spec)
+        store.train(name, mcfg, tcfg, None if req.resume else req.dataset, resume=req.resume, tokenizer=req.tokenizer_spec,
+                    processes=req.processes)
         return public_status(store.status(name))
     train_model.__annotations__['req'] = request_model()          # the settings as they are defined now
     app.post('/lm/{name}/train', status_code=202, dependencies=auth, summary="Start training in the background",
@@ -408,7 +413,7 @@ def _add_model_routes(app:FastAPI, store:Store):
               summary="Fine-tune a model on conversations, in the background, as a new chat model")
     def sft_model(name: str, req: SFTRequest):
         mcfg, tcfg = sft_configs(req, check_name(name), store.home)
-        store.sft(name, req.base, tcfg, req.dataset, resume=req.resume, model_config=mcfg)
+        store.sft(name, req.base, tcfg, req.dataset, resume=req.resume, model_config=mcfg, processes=req.processes)
         return public_status(store.status(name))
 
     @app.get('/lm/{name}/status', summary="Training status: state, step, losses, tokens/s, ETA")
@@ -476,6 +481,11 @@ def _add_eval_route(app:FastAPI, store:Store):
                                   'temperature': temperature, 'top_k': top_k, 'top_p': top_p, 'seed': seed}
         return _generation(app, pieces, q.stream, answer)
 
+def _calling(f):
+    "An empty iterator that calls `f` when it is reached (at the end of a `chain`)."
+    f()
+    yield from ()
+
 def _generation(app:FastAPI, pieces, stream:bool, answer, events=_sse):
     """Run `pieces()` (text pieces, lazily made) in one of the generation slots: as Server-Sent Events (`events` of the
     pieces), or whole as `answer(text)`. 429 when every slot is taken; the slot comes back however the stream ends."""
@@ -487,7 +497,8 @@ def _generation(app:FastAPI, pieces, stream:bool, answer, events=_sse):
         it = iter(pieces())
         if stream:
             first = list(islice(it, 1))       # a model that cannot generate fails here, with a proper status
-            response = StreamingResponse(_until_closed(events(chain(first, it)), release), media_type='text/event-stream',
+            # the slot comes back as soon as the text is made, before the last events: a client that has read them may ask again
+            response = StreamingResponse(_until_closed(events(chain(first, it, _calling(release))), release), media_type='text/event-stream',
                                          headers={'Cache-Control': 'no-cache'}, background=BackgroundTask(release))
             streaming = True                  # from here the stream's end (or the client's leaving) gives the slot back
             return response

@@ -63,6 +63,8 @@ def _train_command(sub):
     t.add_argument('--resume', action='store_true', help="continue the named model from its last checkpoint")
     t.add_argument('--overwrite', action='store_true', help="replace an existing model of the same name")
     t.add_argument('--quiet', action='store_true', help="no progress bar")
+    t.add_argument('--progress-file', metavar='FILE', help="append each evaluation and every 10th step to FILE as a "
+                   "JSON line (how the service follows its jobs)")
     t.add_argument('--tokenizer', type=_tokenizer, metavar='KIND', help=TOKENIZER_HELP + " (default: char; resuming: the model's)")
     t.add_argument('--init-from', '--init_from', dest='init_from', metavar='MODEL',
                    help="fine-tune: start from this saved (or imported) model's weights, with its shape and tokenizer")
@@ -83,6 +85,8 @@ def _sft_command(sub):
     f.add_argument('--resume', action='store_true', help="continue the named fine-tuning run from its last checkpoint")
     f.add_argument('--overwrite', action='store_true', help="replace an existing model of the same name")
     f.add_argument('--quiet', action='store_true', help="no progress bar")
+    f.add_argument('--progress-file', metavar='FILE', help="append each evaluation and every 10th step to FILE as a "
+                   "JSON line (how the service follows its jobs)")
     _add_config_flags(f.add_argument_group('model (the base\'s shape stays; these two may change)'),
                       [s for s in sft_settings('cli') if s.group == 'model'])
     train_flags = f.add_argument_group(f"training (defaults for fine-tuning: {', '.join(f'{k} {v:g}' for k, v in SFT_DEFAULTS.items())})")
@@ -210,6 +214,12 @@ def _stopping(loud:bool):
     finally:
         for s, h in old.items(): signal.signal(s, h)
 
+@contextlib.contextmanager
+def _progress_log(path, main:bool):
+    "A training callback that appends each event to the file at `path` as a JSON line (rank 0 only; `None` without a path)."
+    if not path or not main: yield None; return
+    with open(path, 'a', buffering=1) as f: yield lambda e: f.write(json.dumps(e) + '\n')
+
 def cmd_train(args) -> int:
     if args.resume and not args.name: raise ChadGPTError("--resume needs --name of the model to continue")
     if args.resume and args.init_from: raise ChadGPTError("--init-from starts a new run; --resume continues one: pick one")
@@ -220,9 +230,10 @@ def cmd_train(args) -> int:
             else: args.overwrite = True                      # it died before its first checkpoint: start again
         mcfg, tcfg = _configs(args)
         t0 = time.perf_counter()
-        with _stopping(w.main) as stop:
+        with _stopping(w.main) as stop, _progress_log(args.progress_file, w.main) as callback:
             out = train(args.name, mcfg, tcfg, args.dataset, args.home, resume=args.resume, overwrite=args.overwrite,
-                        progress=not args.quiet and w.main, stop=stop, tokenizer=args.tokenizer, init_from=args.init_from)
+                        progress=not args.quiet and w.main, stop=stop, tokenizer=args.tokenizer, init_from=args.init_from,
+                        callback=callback)
         if not w.main: return 0                              # rank 0 reports
     st = read_json(out/'state.json')
     if st['status'] == 'cancelled':
@@ -260,7 +271,8 @@ def cmd_sft(args) -> int:
         if w.main: print(f"{len(d.train) + len(d.val):,} conversations ({len(d.train):,} train, {len(d.val):,} val), "
                          f"{d.truncated:,} cut to the context of {run.model_config.block_size + 1} tokens", file=sys.stderr)
         t0 = time.perf_counter()
-        with _stopping(w.main) as stop: out = run.run(progress=not args.quiet and w.main, stop=stop)
+        with _stopping(w.main) as stop, _progress_log(args.progress_file, w.main) as callback:
+            out = run.run(progress=not args.quiet and w.main, stop=stop, callback=callback)
         if not w.main: return 0
     st, home = read_json(out/'state.json'), f" --home {args.home}" if args.home else ''
     if st['status'] == 'cancelled':

@@ -4,23 +4,26 @@
 
 # %% ../nbs/25_store.ipynb #6072ef2e
 from __future__ import annotations
-import os, shutil, threading, time, uuid
+import json, os, shutil, signal, subprocess, sys, threading, time, uuid
 from collections import OrderedDict
 from concurrent.futures import ThreadPoolExecutor
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, fields
 from pathlib import Path
-from .core import ChadGPTError, NotFoundError, ConflictError, BusyError, atomic_path, check_name, get_home, safe_join
+import psutil, torch
+from .core import (ChadGPTError, NotFoundError, ConflictError, BusyError, atomic_path, atomic_write, check_name,
+                          get_home, safe_join)
 from .data import BUILTINS, data_dir, decode_text, read_text, resolve_alias
 from .model import GPTConfig
-from .tokenizers import describe_tokenizer
+from .tokenizers import describe_tokenizer, spec_of
 from .tokens import token_sets
 from .checkpoint import (CONFIG, STATE, TOKENIZER, WEIGHTS, checkpoint_step, load_model, models_dir, read_json,
                                 read_metrics)
-from .train import Source, TrainConfig, TrainingRun
-from .chat import sft_run
+from .train import Source, TrainConfig, TrainingRun, all_settings
+from .chat import sft_run, sft_settings
 
 # %% auto #0
-__all__ = ['TooLargeError', 'DiskFullError', 'DatasetStore', 'estimate_train_bytes', 'Job', 'JobStore', 'Store']
+__all__ = ['JOBS', 'JOB', 'PROGRESS', 'LOG', 'TooLargeError', 'DiskFullError', 'DatasetStore', 'estimate_train_bytes', 'Job',
+           'job_dir', 'job_argv', 'child_env', 'exit_reason', 'JobProcess', 'JobStore', 'Store']
 
 # %% ../nbs/25_store.ipynb #9016d57a
 class TooLargeError(ChadGPTError):
@@ -131,6 +134,10 @@ class Job:
     error: str | None = None
     config: dict | None = None            # what it trains: model and training settings, dataset
     memory: int = 0                       # estimated bytes while it trains
+    processes: int = 1                    # training processes (more than one: torchrun)
+    memory_limit: int | None = None       # the data-segment limit of its processes (none on a GPU)
+    rss: int = 0                          # resident bytes of its processes, last seen
+    process: JobProcess | None = field(default=None, repr=False)
     stop: threading.Event = field(default_factory=threading.Event, repr=False)
 
     def on_event(self, e:dict):
@@ -140,13 +147,160 @@ class Job:
 
     def status(self) -> dict:
         return {k: getattr(self, k) for k in ('name', 'state', 'step', 'max_iters', 'train_loss', 'val_loss', 'val_bpb', 'loss',
-                                              'tokens_per_s', 'eta_s', 'error')} | {'resumable': False}
+                                              'tokens_per_s', 'eta_s', 'error', 'processes')} | {
+                'resumable': False, 'memory_mb': round(self.rss / 2**20) if self.state == 'running' and self.rss else None}
+
+def _read_progress(path:Path, offset:int, on_event) -> int:
+    "Hand each whole JSON line of `path` after byte `offset` to `on_event`; returns the offset after the last one."
+    try:
+        with open(path, 'rb') as f: f.seek(offset); chunk = f.read()
+    except OSError: return offset
+    whole = chunk[:chunk.rfind(b'\n') + 1]
+    for line in whole.splitlines():
+        try: on_event(json.loads(line))
+        except (ValueError, KeyError, TypeError): pass      # a line the job's process did not finish writing
+    return offset + len(whole)
+
+# %% ../nbs/25_store.ipynb #9f43dabf
+JOBS, JOB, PROGRESS, LOG = 'jobs', 'job.json', 'progress.jsonl', 'log.txt'
+
+def job_dir(name:str, home=None) -> Path:
+    "`<home>/jobs/<name>`: a job's command, process, progress and log."
+    return safe_join(get_home(home)/JOBS, name)
+
+def _flag(name:str, value) -> list[str]:
+    "`--name=value` as one argument (so a value can never be read as another flag); a switch as `--name` / `--no-name`."
+    flag = '--' + name.replace('_', '-')
+    if value is None: return []
+    if isinstance(value, bool): return [flag if value else f"--no-{flag[2:]}"]
+    return [f"{flag}={value!r}" if isinstance(value, float) else f"{flag}={value}"]
+
+def job_argv(run:TrainingRun, home:Path, resume:bool, progress:Path) -> list[str]:
+    """The `chadgpt train` (or `sft`) arguments that redo the checked run `run` (of the store in `home`) in a child
+    process, following its progress in file `progress`. Every value comes from the run's validated configs and
+    checked names, none from a request's text."""
+    sft, model = run.task == 'sft', {f.name for f in fields(GPTConfig)}
+    argv = ['sft' if sft else 'train', f'--name={run.name}', f'--home={home}', '--quiet', f'--progress-file={progress}']
+    if resume: argv.append('--resume')
+    elif sft: argv += ['--overwrite', f'--data={run.dataset}']
+    else: argv += ['--overwrite', f'--dataset={run.dataset}', f'--tokenizer={spec_of(run.data.tokenizer)}']
+    for s in (sft_settings if sft else all_settings)('cli'):
+        argv += _flag(s.name, getattr(run.model_config if s.name in model else run.train_config, s.name))
+    if sft and not resume: argv += ['--', run.init_from.parent.name]      # the base model, a checked name
+    return argv
+
+def child_env() -> dict:
+    "The environment a job's process gets: the server's, less its API key."
+    return {k: v for k, v in os.environ.items() if k != 'CHADGPT_API_KEY'} | {'PYTHONUNBUFFERED': '1'}
+
+# %% ../nbs/25_store.ipynb #ff0c4c64
+def _memory_limit(need:int, most:int|None) -> int:
+    "The data-segment limit of a job estimated at `need` bytes: twice that, or that plus 1 GiB, within the server's `most`."
+    limit = max(2 * need, need + 2**30)
+    return limit if most is None else min(limit, most)
+
+def _last_words(log:Path) -> str:
+    "The line of a job's log that says why it ended: `chadgpt ...: error: ...`, else the last line (a traceback's)."
+    try: lines = [l.strip() for l in log.read_text(errors='replace').splitlines()[-200:] if l.strip()]
+    except OSError: return ''
+    said = [l.split(': error: ', 1)[1] for l in lines if l.startswith('chadgpt ') and ': error: ' in l]
+    return (said or lines or [''])[-1][:500]
+
+def exit_reason(code:int, log:Path, memory_limit:int|None=None) -> str:
+    "One line on why a job's process ended with exit status `code` (negative: killed by that signal)."
+    words = _last_words(log)
+    if memory_limit and any(w in words for w in ("can't allocate memory", 'MemoryError', 'Cannot allocate memory')):
+        return (f"ran out of memory: this server lets the job use {memory_limit / 2**20:,.0f} MiB; make the model or batch "
+                f"smaller ({words})")
+    if code < 0:
+        sig = signal.Signals(-code).name
+        why = " (the system's out-of-memory killer, or an operator)" if sig == 'SIGKILL' else ''
+        return f"the job's process was killed by {sig}{why}; resume it from its last checkpoint"
+    return words or f"the job's process exited with status {code}"
+
+def _high_water(pid:int) -> int:
+    "Process `pid`'s peak resident bytes (Linux's VmHWM), or 0 where the system does not say."
+    try: return int(Path(f'/proc/{pid}/status').read_text().split('VmHWM:')[1].split()[0]) * 1024
+    except (OSError, IndexError, ValueError): return 0
+
+class JobProcess:
+    "A job's child process: started, or found again by a restarted server through `job.json`; signalled; watched."
+    def __init__(self, pid:int, created:float, popen=None, memory_limit:int|None=None):
+        self.pid, self.created, self.popen, self.memory_limit = pid, created, popen, memory_limit
+        self.peak_rss, self._seen = 0, []          # its largest resident size so far; the processes under it, last seen
+
+    @classmethod
+    def start(cls, argv:list[str], folder:Path, processes:int=1, memory_limit:int|None=None) -> JobProcess:
+        "Start `python -m chadgpt ARGV` (under torchrun for several `processes`), its output in `folder/log.txt`."
+        launch = [sys.executable, '-m', 'torch.distributed.run', '--standalone', f'--nproc-per-node={processes}'] if processes > 1 else [sys.executable]
+        with open(folder/LOG, 'wb') as log:
+            p = subprocess.Popen([*launch, '-m', 'chadgpt', *argv], stdin=subprocess.DEVNULL, stdout=log, stderr=subprocess.STDOUT,
+                                 env=child_env(), cwd=folder, start_new_session=True, close_fds=True)
+        if memory_limit and hasattr(psutil.Process, 'rlimit'):
+            psutil.Process(p.pid).rlimit(psutil.RLIMIT_DATA, (memory_limit, memory_limit))   # torchrun's workers inherit it
+        return cls(p.pid, psutil.Process(p.pid).create_time(), p, memory_limit)
+
+    def _tree(self) -> list:
+        "The process and those it started (torchrun's workers), while it is the process that was started."
+        try:
+            p = psutil.Process(self.pid)
+            if abs(p.create_time() - self.created) > 0.01 or p.status() == psutil.STATUS_ZOMBIE and self.popen is None: return []
+            return [p, *p.children(recursive=True)]
+        except psutil.Error: return []
+
+    def alive(self) -> bool:
+        return self.popen.poll() is None if self.popen is not None else bool(self._tree())
+
+    def signal(self, sig=signal.SIGTERM):
+        "Send `sig` to the process and every process under it (SIGTERM: stop at the next step with a checkpoint)."
+        for p in self._tree():
+            try: p.send_signal(sig)
+            except psutil.Error: pass
+
+    def sample_memory(self) -> int:
+        "The resident bytes of the process tree now; also notes its peak (the kernel's high-water mark where it keeps one)."
+        rss, peak, tree = 0, 0, self._tree()
+        self._seen = tree[1:] or self._seen
+        for p in tree:
+            try: now = p.memory_info().rss
+            except psutil.Error: continue
+            rss, peak = rss + now, peak + max(now, _high_water(p.pid))
+        self.peak_rss = max(self.peak_rss, peak)
+        return rss
+
+    def end(self):
+        "Once the process has ended: collect its exit status, and kill any of its workers that outlived it."
+        if self.popen is not None: self.popen.wait()
+        for p in self._seen:
+            try: p.kill()          # psutil checks that the pid still names the same process
+            except psutil.Error: pass
+
+    def returncode(self) -> int|None:
+        "Its exit status, once it has ended (`None` for a process a previous server started: only its parent knows)."
+        return self.popen.returncode if self.popen is not None else None
+
+# %% ../nbs/25_store.ipynb #3ef80b40
+def _record(job:Job, home, fresh:bool=False, **fields):
+    "Update the job's `job.json` with `fields` (`fresh`: start it anew): what a restarted server needs to find the job."
+    p = job_dir(job.name, home)/JOB
+    try: rec = {} if fresh or not p.is_file() else read_json(p)
+    except ChadGPTError: rec = {}
+    atomic_write(p, json.dumps({**rec, **fields}, indent=1))
+
+def _check_processes(processes:int, device):
+    "Refuse a number of training processes this machine cannot run: one per GPU, or per CPU core."
+    most = torch.cuda.device_count() if device.type == 'cuda' else os.cpu_count() or 1
+    if isinstance(processes, bool) or not isinstance(processes, int) or not 1 <= processes <= most:
+        raise ChadGPTError(f"processes must be between 1 and {most} (this server's {'GPUs' if device.type == 'cuda' else 'CPU cores'}), "
+                           f"got {processes!r}")
 
 # %% ../nbs/25_store.ipynb #4a3bb549
 _DISK_STATES = {'running': 'failed', 'interrupted': 'failed', 'failed': 'failed', 'cancelled': 'cancelled', 'done': 'done'}
 
 class JobStore(DatasetStore):
-    "`DatasetStore` plus background training jobs: queued, run by a pool of `workers`, cancelled, and their status."
+    """`DatasetStore` plus background training jobs, each in a process of its own: queued, run by `workers` at a time,
+    cancelled, and found again by a restarted server."""
+    stop_grace = 30.0      # seconds a job's process has to stop after SIGTERM, before SIGKILL
     def __init__(self, home=None, max_upload_bytes:int=50_000_000, workers:int=1, max_job_bytes:int|None=None,
                  max_jobs:int=16, max_loaded:int=8, reserve_bytes:int=256 * 2**20, max_token_sets:int=4):
         super().__init__(home, max_upload_bytes, reserve_bytes, max_token_sets)
@@ -154,8 +308,9 @@ class JobStore(DatasetStore):
         self._tokenizing = threading.BoundedSemaphore(workers)           # requests preparing tokens at once
         self.jobs: dict[str, Job] = {}
         self._lock = threading.RLock()
-        self.workers, self._pool = workers, None                         # the worker threads start with the first job
+        self.workers, self._pool, self._watchers = workers, None, []     # the worker threads start with the first job
         self.max_loaded, self._cache = max_loaded, OrderedDict()         # models kept in memory, least recently used first
+        self._adopt()
 
     def _check_memory(self, need:int, active:list[Job]):
         "Refuse a job of `need` bytes that could never fit, or that does not fit beside the jobs that may run with it."
@@ -181,8 +336,9 @@ class JobStore(DatasetStore):
         return active
 
     def train(self, name:str, model_config:GPTConfig|None=None, train_config:TrainConfig|None=None,
-              dataset:str='shakespeare', resume:bool=False, tokenizer=None) -> Job:
-        "Validate and queue a training job for model `name` (retraining replaces a finished model unless `resume`)."
+              dataset:str='shakespeare', resume:bool=False, tokenizer=None, processes:int=1) -> Job:
+        """Validate and queue a training job for model `name` (retraining replaces a finished model unless `resume`),
+        to run in `processes` processes (more than one: data-parallel, under torchrun)."""
         check_name(name)
         dataset = resolve_alias(dataset, self.home)               # the original ChadGPT's 'shakespeare.txt'
         with self._lock: self._check_room(name)                  # before any tokenizing
@@ -196,10 +352,10 @@ class JobStore(DatasetStore):
                    TrainingRun.new(name, model_config, train_config, source, overwrite=True)
         finally: self._tokenizing.release()
         self._prune_tokens(run.dataset, keep=run.data.folder)
-        return self._enqueue(name, run, resume, {'tokenizer': run.data.meta['tokenizer']})
+        return self._enqueue(name, run, resume, {'tokenizer': run.data.meta['tokenizer']}, processes)
 
     def sft(self, name:str, base:str|None=None, train_config:TrainConfig|None=None, dataset:str|None=None,
-            resume:bool=False, model_config:GPTConfig|None=None) -> Job:
+            resume:bool=False, model_config:GPTConfig|None=None, processes:int=1) -> Job:
         "Validate and queue fine-tuning model `base` on the conversations of dataset `dataset` as chat model `name` (or `resume` it)."
         check_name(name)
         if base is not None: check_name(base, 'base model')
@@ -210,33 +366,96 @@ class JobStore(DatasetStore):
         try: run = sft_run(name, base, Source(dataset, None, self.home, paths=False), train_config, model_config, resume, overwrite=True)
         finally: self._tokenizing.release()
         return self._enqueue(name, run, resume, {'task': 'sft', 'init_from': base, 'conversations': len(run.data.train) + len(run.data.val),
-                                                 'truncated': run.data.truncated})
+                                                 'truncated': run.data.truncated}, processes)
 
-    def _enqueue(self, name:str, run:TrainingRun, resume:bool, about:dict) -> Job:
+    def _enqueue(self, name:str, run:TrainingRun, resume:bool, about:dict, processes:int=1) -> Job:
         "Queue checked run `run` as model `name`'s job, if there is room and memory for it; `about` goes into its config."
+        _check_processes(processes, run.device)
         with self._lock:
             active = self._check_room(name)                      # again: another request may have got in meanwhile
-            need = estimate_train_bytes(run.model_config, run.train_config.batch_size)
+            need = estimate_train_bytes(run.model_config, run.train_config.batch_size) * processes
             self._check_memory(need, active)
             if not resume: self._cache.pop(name, None)
+            folder = job_dir(name, self.home)
+            folder.mkdir(parents=True, exist_ok=True)
+            limit = None if run.device.type == 'cuda' else _memory_limit(need // processes, self.max_job_bytes)
             job = self.jobs[name] = Job(name, step=checkpoint_step(run.out) or 0 if resume else 0,
-                                        max_iters=run.train_config.max_iters, memory=need,
+                                        max_iters=run.train_config.max_iters, memory=need, processes=processes, memory_limit=limit,
                                         config={'model': run.model_config.to_dict(), 'train': run.train_config.to_dict(),
                                                 'dataset': run.dataset, **about})
+            argv = job_argv(run, self.home.absolute(), resume, (folder/PROGRESS).absolute())
+            _record(job, self.home, fresh=True, state='queued', command=argv, config=job.config, max_iters=job.max_iters,
+                    memory=need, processes=processes, memory_limit=limit, step=job.step)
             if self._pool is None: self._pool = ThreadPoolExecutor(self.workers, thread_name_prefix='chadgpt-train')
-            self._pool.submit(self._run_job, job, run)
+            self._pool.submit(self._run_job, job, argv)
         return job
 
-    def _run_job(self, job:Job, run:TrainingRun):
-        if job.stop.is_set(): job.state = 'cancelled'; return       # cancelled while queued
+    def _run_job(self, job:Job, argv:list[str]):
+        "A worker's part: start the job's process, follow it to the end."
+        if job.stop.is_set():                                      # cancelled while queued
+            job.state = 'cancelled'; _record(job, self.home, state='cancelled'); return
+        folder = job_dir(job.name, self.home)
+        (folder/PROGRESS).unlink(missing_ok=True)
+        try: job.process = JobProcess.start(argv, folder, job.processes, job.memory_limit)
+        except (OSError, psutil.Error) as e:
+            job.state, job.error = 'failed', f"could not start the job's process: {e}"
+            _record(job, self.home, state='failed', error=job.error); return
         job.state = 'running'
-        try:
-            run.run(progress=False, callback=job.on_event, stop=job.stop)
-            st = read_json(run.out/STATE)
-            job.state, job.step, job.eta_s = ('cancelled' if st['status'] == 'cancelled' else 'done'), st['step'], None
+        _record(job, self.home, state='running', pid=job.process.pid, created=job.process.created, started_at=time.time())
+        self._follow(job)
+
+    def _follow(self, job:Job):
+        "Read the job's progress while its process lives, send it SIGTERM once `stop` is set (SIGKILL after `stop_grace` s), settle it."
+        proc, path, offset, asked = job.process, job_dir(job.name, self.home)/PROGRESS, 0, None
+        while True:
+            running = proc.alive()
+            offset = _read_progress(path, offset, job.on_event)   # after the liveness check: the last lines are read too
+            if not running: break
+            job.rss = proc.sample_memory()
+            if job.stop.is_set() and asked is None: proc.signal(signal.SIGTERM); asked = time.monotonic()
+            elif asked is not None and time.monotonic() - asked > self.stop_grace: proc.signal(signal.SIGKILL)
+            time.sleep(0.2)
+        proc.end()
+        self._settle(job, asked is not None)
+
+    def _settle(self, job:Job, asked:bool):
+        "The job's final state, from its `state.json` and how its process ended; a death it could not record is recorded for it."
+        code, p = job.process.returncode(), safe_join(models_dir(self.home), job.name)/STATE
+        try: st = read_json(p) if p.is_file() else {}
+        except ChadGPTError: st = {}
+        if st.get('status') in ('done', 'cancelled') and code in (0, 130, None):
+            job.state, job.step = st['status'], st['step']
             job.train_loss, job.val_loss, job.val_bpb = st.get('train_loss'), st.get('val_loss'), st.get('val_bpb')
-        except BaseException as e:
-            job.state, job.error = 'failed', str(e) if isinstance(e, ChadGPTError) else f"{type(e).__name__}: {e}"
+        elif asked and code in (-signal.SIGTERM, 130):                 # stopped before it had begun
+            job.state = 'cancelled'
+        else:
+            job.state, job.step = 'failed', checkpoint_step(p.parent) or job.step if p.is_file() else job.step   # where it resumes
+            job.error = exit_reason(code, job_dir(job.name, self.home)/LOG, job.memory_limit) if code is not None else \
+                        "its process ended while this server was not its parent (it started under an earlier server)"
+            if st.get('status') == 'running':                        # no chance to say so itself: a restart will tell why
+                atomic_write(p, json.dumps({**st, 'status': 'failed', 'error': job.error}, indent=1))
+        job.eta_s, job.rss = None, 0
+        _record(job, self.home, state=job.state, error=job.error, step=job.step, ended_at=time.time(), exit_code=code,
+                peak_rss=job.process.peak_rss)
+
+    def _adopt(self):
+        "Find the jobs an earlier server left: processes still training are followed again; the rest are told as they ended."
+        root = get_home(self.home)/JOBS
+        for f in sorted(root.glob(f'*/{JOB}')) if root.is_dir() else []:
+            try: rec, name = read_json(f), check_name(f.parent.name)
+            except ChadGPTError: continue
+            if rec.get('state') not in ('queued', 'running'): continue
+            proc = JobProcess(rec['pid'], rec['created']) if rec.get('pid') else None
+            if rec['state'] == 'running' and proc is not None and proc.alive():
+                job = self.jobs[name] = Job(name, 'running', rec.get('step', 0), rec.get('max_iters', 0), config=rec.get('config'),
+                                            memory=rec.get('memory', 0), processes=rec.get('processes', 1),
+                                            memory_limit=rec.get('memory_limit'), process=proc)
+                t = threading.Thread(target=self._follow, args=(job,), name=f'chadgpt-job-{name}', daemon=True)
+                self._watchers.append(t); t.start()
+            elif rec['state'] == 'queued' and not (safe_join(models_dir(self.home), name)/CONFIG).is_file():
+                self.jobs[name] = Job(name, 'failed', error="the server stopped before this job started; start it again")
+                _record(self.jobs[name], self.home, state='failed', error=self.jobs[name].error)
+            else: _record(Job(name), self.home, state='ended')       # its model's state.json tells how
 
     def status(self, name:str) -> dict:
         "The training status of model `name`: state, step, losses, throughput, ETA, and whether it can resume."
@@ -252,17 +471,17 @@ class JobStore(DatasetStore):
         step = checkpoint_step(d) if has_ckpt else None   # the weights' step, even if a crash left state.json behind
         return {'name': name, 'state': state, 'step': st.get('step', 0) if step is None else step, 'max_iters': st.get('max_iters'),
                 'train_loss': st.get('train_loss'), 'val_loss': st.get('val_loss'), 'val_bpb': st.get('val_bpb'), 'loss': None,
-                'tokens_per_s': st.get('tokens_per_s'), 'eta_s': None, 'error': error,
-                'resumable': state in ('failed', 'cancelled') and has_ckpt}
+                'tokens_per_s': st.get('tokens_per_s'), 'eta_s': None, 'error': error, 'processes': st.get('processes', 1),
+                'resumable': state in ('failed', 'cancelled') and has_ckpt, 'memory_mb': None}
 
     def cancel(self, name:str, wait:float=5.0) -> dict:
-        "Stop model `name`'s job at its next step (it saves a checkpoint); waits up to `wait` seconds for it."
+        "Stop model `name`'s job at its next step (its process gets SIGTERM and saves a checkpoint); waits up to `wait` seconds."
         job = self.jobs.get(check_name(name))
         if job is None or job.state not in ('queued', 'running'):
             self.status(name)   # 404 for an unknown model
             raise ConflictError(f"model {name!r} is not training")
         job.stop.set()
-        if job.state == 'queued': job.state = 'cancelled'
+        if job.state == 'queued' and job.process is None: job.state = 'cancelled'
         deadline = time.monotonic() + wait
         while job.state == 'running' and time.monotonic() < deadline: time.sleep(0.05)
         return self.status(name)
@@ -300,6 +519,7 @@ class Store(JobStore):
                 trash = d.with_name(f'.deleting-{name}-{uuid.uuid4().hex[:8]}')
                 os.replace(d, trash)
                 shutil.rmtree(trash, ignore_errors=True)
+            shutil.rmtree(job_dir(name, self.home), ignore_errors=True)
             self.jobs.pop(name, None); self._cache.pop(name, None)
 
     def load(self, name:str, device='cpu'):
@@ -322,7 +542,8 @@ class Store(JobStore):
         return hit[1], hit[2]
 
     def shutdown(self, wait:bool=True):
-        "Stop every job at its next step (each saves a checkpoint) and wait for them."
+        "Stop every job at its next step (each process gets SIGTERM and saves a checkpoint) and wait for them."
         for j in list(self.jobs.values()): j.stop.set()
-        with self._lock: pool, self._pool = self._pool, None      # a later job starts a fresh pool
-        if pool is not None: pool.shutdown(wait=wait, cancel_futures=True)
+        with self._lock: pool, self._pool, watchers, self._watchers = self._pool, None, self._watchers, []
+        if pool is not None: pool.shutdown(wait=wait, cancel_futures=True)   # a later job starts a fresh pool
+        for t in watchers if wait else (): t.join()

@@ -2,7 +2,7 @@
 import json, os, signal, socket, subprocess, shutil, sys, time
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
-import httpx, pytest
+import httpx, psutil, pytest
 from conftest import Server
 
 # a model small enough to train in a couple of seconds on a 2-core CPU
@@ -16,6 +16,16 @@ SEED_BODY = {"dataset": "shakespeare", "tokenizer": "character",
 
 @pytest.fixture
 def server(home):
+    s = Server(home)
+    yield s
+    s.stop()
+
+@pytest.fixture(scope='module')
+def shared_server(tmp_path_factory, shakespeare):
+    "One server for tests whose requests change nothing."
+    home = tmp_path_factory.mktemp('home')
+    (home/'data').mkdir()
+    shutil.copy(shakespeare, home/'data'/'tinyshakespeare.txt')
     s = Server(home)
     yield s
     s.stop()
@@ -113,6 +123,8 @@ BAD = [  # (method, path, request kwargs, status, words the message must contain
     ('post', '/lm/m/train', {'json': train_body(n_layer=48, n_embed=2048, block_size=2048, batch_size=1024)}, 422, 'GiB'),
     ('post', '/lm/m/train', {'content': b'{not json', 'headers': {'content-type': 'application/json'}}, 422, 'JSON'),
     ('post', '/lm/m/train', {'json': {**train_body(), 'resume': True}}, 404, "'m'"),
+    ('post', '/lm/m/train', {'json': {**train_body(), 'processes': 0}}, 422, 'processes'),
+    ('post', '/lm/m/train', {'json': {**train_body(), 'processes': 1000}}, 422, 'processes'),
     ('post', '/lm/.hidden/train', {'json': train_body()}, 422, 'invalid model name'),
     ('get', '/lm/nope', {}, 404, "'nope'"),
     ('get', '/lm/nope/status', {}, 404, "'nope'"),
@@ -134,7 +146,8 @@ BAD = [  # (method, path, request kwargs, status, words the message must contain
 ]
 
 @pytest.mark.parametrize('method,path,kw,status,words', BAD, ids=[f"{m} {p} {i}" for i, (m, p, *_) in enumerate(BAD)])
-def test_bad_input_is_a_json_error(server, method, path, kw, status, words):
+def test_bad_input_is_a_json_error(shared_server, method, path, kw, status, words):
+    server = shared_server
     r = server.client.request(method, path, **kw)
     assert r.status_code == status, r.text
     detail = r.json()['detail']
@@ -208,35 +221,59 @@ def _answers_while_training(server):
     assert st['state'] == 'cancelled' and st['resumable'], st
     assert c.delete('/lm/busy').status_code == 200
 
-def test_kill_during_training_then_restart_and_resume(home):
-    s = Server(home)
+def job_pid(home, name) -> int: return json.loads((home/'jobs'/name/'job.json').read_text())['pid']
+
+def test_jobs_outlive_the_server_and_a_killed_job_resumes(home):
+    """A job trains in its own process: it outlives a SIGKILLed server, and the next server follows it and cancels it.
+    A job SIGKILLed itself shows as failed and resumable, and the server keeps serving."""
+    key = {'CHADGPT_API_KEY': 'k'}
+    s = Server(home, env=key, key='k')
     c = s.client
     assert c.post('/lm/done/train', json=train_body(max_iters=10, eval_interval=10)).status_code == 202
     assert s.wait('done')['state'] == 'done'
     assert c.post('/lm/job/train', json=train_body(max_iters=100_000, eval_interval=20)).status_code == 202
     s.wait('job', until=lambda st: st['val_loss'] is not None and st['step'] >= 45)
-    s.stop(signal.SIGKILL)                                               # no chance to save anything
-
-    d = home/'models'/'job'
-    for f in ('config.json', 'tokenizer.json', 'model.safetensors', 'optimizer.safetensors', 'state.json'):
-        assert (d/f).is_file(), f
-    s = Server(home)
+    pid = job_pid(home, 'job')
+    assert b'CHADGPT_API_KEY' not in Path(f'/proc/{pid}/environ').read_bytes()   # the child never sees the key
+    s.stop(signal.SIGKILL)                                               # the server dies; its job trains on
+    assert psutil.pid_exists(pid)
+    s = Server(home, env=key, key='k')
     try:
         c = s.client
         assert c.get('/lm').json() == ['done', 'job']
         assert c.get('/lm/done/status').json()['state'] == 'done'
-        st = c.get('/lm/job/status').json()
-        assert st['state'] == 'failed' and st['resumable'] and 'interrupted' in st['error'], st
+        st = s.wait('job', until=lambda st: st['state'] == 'running' and st['step'] >= 60)   # found again, followed
+        assert c.post('/lm/job/cancel').status_code == 200
+        st = s.wait('job', ('cancelled', 'failed'))
+        assert st['state'] == 'cancelled' and st['resumable'], st
+        cancelled_at = st['step']
+        assert not psutil.pid_exists(pid) or psutil.Process(pid).status() == psutil.STATUS_ZOMBIE
+
+        r = c.post('/lm/job/train', json={'resume': True, 'hyperparameters': {'max_iters': 100_000}})
+        assert r.status_code == 202, r.text
+        s.wait('job', until=lambda st: st['state'] == 'running' and st['step'] >= cancelled_at + 25)   # past a checkpoint
+        os.kill(job_pid(home, 'job'), signal.SIGKILL)                    # the out-of-memory killer, say
+        st = s.wait('job', ('done', 'failed', 'cancelled'))
+        assert st['state'] == 'failed' and st['resumable'] and 'SIGKILL' in st['error'], st
+        assert c.get('/lm/done/eval', params={'tokens': 20}).status_code == 200   # the server serves on
+        assert c.get('/lm/job/eval', params={'tokens': 20}).status_code == 200    # the last checkpoint is usable
         ckpt_step = st['step']
-        assert ckpt_step >= 40 and ckpt_step % 20 == 0
-        assert c.get('/lm/job/eval', params={'tokens': 50}).status_code == 200   # the last checkpoint is usable
-        body = {'resume': True, 'hyperparameters': {'max_iters': ckpt_step + 20}}
-        r = c.post('/lm/job/train', json=body)
+        assert ckpt_step % 20 == 0
+        r = c.post('/lm/job/train', json={'resume': True, 'hyperparameters': {'max_iters': ckpt_step + 20}})
         assert r.status_code == 202, r.text
         st = s.wait('job')
         assert st['state'] == 'done' and st['step'] == ckpt_step + 20, st
         assert [m['step'] for m in c.get('/lm/job').json()['metrics']][-2:] == [ckpt_step, ckpt_step + 20]
     finally: s.stop()
+
+def test_a_job_in_two_processes(server):
+    "processes: 2 trains data-parallel under torchrun; more processes than the server's cores is refused."
+    c = server.client
+    r = c.post('/lm/two/train', json={**train_body(max_iters=10, eval_interval=10), 'processes': 2})
+    assert r.status_code == 202, r.text
+    st = server.wait('two')
+    assert st['state'] == 'done' and st['processes'] == 2, st
+    assert json.loads((server.home/'models'/'two'/'state.json').read_text())['processes'] == 2
 
 def test_sigterm_stops_jobs_with_a_checkpoint(home):
     s = Server(home)
