@@ -4,14 +4,14 @@
 
 # %% ../nbs/26_api.ipynb #87ec3505
 from __future__ import annotations
-import hmac, ipaddress, json, os, re, socket, sys, threading, time, uuid
+import asyncio, hmac, ipaddress, json, os, re, socket, sys, threading, time, uuid
 from itertools import chain, islice
 from contextlib import asynccontextmanager
 from pathlib import Path
 from typing import Annotated, Literal
 from urllib.parse import urlsplit
 from annotated_types import Ge, Le
-from fastapi import Depends, FastAPI, File, Form, Query, UploadFile
+from fastapi import Depends, FastAPI, File, Form, Query, Request, UploadFile
 from fastapi.exceptions import RequestValidationError
 from fastapi.middleware.cors import CORSMiddleware
 from fastapi.responses import FileResponse, JSONResponse, StreamingResponse
@@ -30,7 +30,7 @@ from .train import ARCHS, DEFAULT_ARCH, TrainConfig, all_settings, arch_configs,
 from .sample import Sampling, encode_prompt, stream_text
 from .checkpoint import WEIGHTS, models_dir
 from .chat import SFT_DEFAULTS, Reply, chat_reply, context_budget, fit_prompt, is_chat, sft_settings
-from .store import Store, TooLargeError, DiskFullError
+from .store import PROGRESS, Store, TooLargeError, DiskFullError, job_dir, read_progress
 
 # %% auto #0
 __all__ = ['Hyperparameters', 'SFTHyperparameters', 'V1_MAX_TOKENS', 'V1_MAX_N', 'SAFE_METHODS', 'OPEN_PATHS', 'LOOPBACK_HOSTS',
@@ -381,6 +381,19 @@ def _add_dataset_routes(app:FastAPI, store:Store):
         return {'message': f"dataset {name!r} deleted"}
 
 # %% ../nbs/26_api.ipynb #6f839633
+async def _progress_events(store:Store, name:str, request:Request, public_status):
+    "The events of model `name`'s job read from its folder as the job's process writes them, until the job has ended."
+    path, offset = job_dir(name, store.home)/PROGRESS, 0
+    while True:
+        ended = store.status(name)['state'] not in ('queued', 'running')   # checked before the read: no line is missed
+        events = []
+        offset = read_progress(path, offset, events.append)
+        for e in events: yield f"event: {e['event']}\ndata: {json.dumps(e)}\n\n"
+        if ended:
+            yield f"event: end\ndata: {json.dumps(public_status(store.status(name)))}\n\n"; return
+        if await request.is_disconnected(): return
+        await asyncio.sleep(0.25)
+
 def _add_model_routes(app:FastAPI, store:Store):
     auth = [Depends(_key_header)]
     public_status = lambda st: {**st, 'error': st['error'] and public_message(st['error'], store.home)}
@@ -421,6 +434,13 @@ def _add_model_routes(app:FastAPI, store:Store):
 
     @app.post('/lm/{name}/cancel', dependencies=auth, summary="Stop training at the next step, keeping a checkpoint")
     def cancel(name: str): return public_status(store.cancel(name))
+
+    @app.get('/lm/{name}/progress', summary="Training progress as Server-Sent Events: each evaluation and every 10th step "
+             "of the model's last job, as they happen, then `end` with the final status")
+    async def progress(name: str, request: Request):
+        store.status(check_name(name))                      # 404 for an unknown model, before the stream starts
+        return StreamingResponse(_progress_events(store, name, request, public_status), media_type='text/event-stream',
+                                 headers={'Cache-Control': 'no-cache'})
 
     _add_eval_route(app, store)
     _add_chat_route(app, store)

@@ -23,7 +23,7 @@ from .chat import sft_run, sft_settings
 
 # %% auto #0
 __all__ = ['JOBS', 'JOB', 'PROGRESS', 'LOG', 'TooLargeError', 'DiskFullError', 'DatasetStore', 'estimate_train_bytes', 'Job',
-           'job_dir', 'job_argv', 'child_env', 'exit_reason', 'JobProcess', 'JobStore', 'Store']
+           'read_progress', 'job_dir', 'job_argv', 'child_env', 'exit_reason', 'JobProcess', 'JobStore', 'Store']
 
 # %% ../nbs/25_store.ipynb #9016d57a
 class TooLargeError(ChadGPTError):
@@ -150,7 +150,7 @@ class Job:
                                               'tokens_per_s', 'eta_s', 'error', 'processes')} | {
                 'resumable': False, 'memory_mb': round(self.rss / 2**20) if self.state == 'running' and self.rss else None}
 
-def _read_progress(path:Path, offset:int, on_event) -> int:
+def read_progress(path:Path, offset:int, on_event) -> int:
     "Hand each whole JSON line of `path` after byte `offset` to `on_event`; returns the offset after the last one."
     try:
         with open(path, 'rb') as f: f.seek(offset); chunk = f.read()
@@ -201,7 +201,7 @@ def _memory_limit(need:int, most:int|None) -> int:
 
 def _last_words(log:Path) -> str:
     "The line of a job's log that says why it ended: `chadgpt ...: error: ...`, else the last line (a traceback's)."
-    try: lines = [l.strip() for l in log.read_text(errors='replace').splitlines()[-200:] if l.strip()]
+    try: lines = [l.strip() for l in log.read_text(errors='replace').splitlines()[-200:] if any(c.isalpha() for c in l)]
     except OSError: return ''
     said = [l.split(': error: ', 1)[1] for l in lines if l.startswith('chadgpt ') and ': error: ' in l]
     return (said or lines or [''])[-1][:500]
@@ -213,7 +213,8 @@ def exit_reason(code:int, log:Path, memory_limit:int|None=None) -> str:
         return (f"ran out of memory: this server lets the job use {memory_limit / 2**20:,.0f} MiB; make the model or batch "
                 f"smaller ({words})")
     if code < 0:
-        sig = signal.Signals(-code).name
+        try: sig = signal.Signals(-code).name
+        except ValueError: sig = f"signal {-code}"
         why = " (the system's out-of-memory killer, or an operator)" if sig == 'SIGKILL' else ''
         return f"the job's process was killed by {sig}{why}; resume it from its last checkpoint"
     return words or f"the job's process exited with status {code}"
@@ -378,6 +379,7 @@ class JobStore(DatasetStore):
             if not resume: self._cache.pop(name, None)
             folder = job_dir(name, self.home)
             folder.mkdir(parents=True, exist_ok=True)
+            (folder/PROGRESS).unlink(missing_ok=True)                  # the last job's
             limit = None if run.device.type == 'cuda' else _memory_limit(need // processes, self.max_job_bytes)
             job = self.jobs[name] = Job(name, step=checkpoint_step(run.out) or 0 if resume else 0,
                                         max_iters=run.train_config.max_iters, memory=need, processes=processes, memory_limit=limit,
@@ -395,10 +397,9 @@ class JobStore(DatasetStore):
         if job.stop.is_set():                                      # cancelled while queued
             job.state = 'cancelled'; _record(job, self.home, state='cancelled'); return
         folder = job_dir(job.name, self.home)
-        (folder/PROGRESS).unlink(missing_ok=True)
         try: job.process = JobProcess.start(argv, folder, job.processes, job.memory_limit)
         except (OSError, psutil.Error) as e:
-            job.state, job.error = 'failed', f"could not start the job's process: {e}"
+            job.error, job.state = f"could not start the job's process: {e}", 'failed'
             _record(job, self.home, state='failed', error=job.error); return
         job.state = 'running'
         _record(job, self.home, state='running', pid=job.process.pid, created=job.process.created, started_at=time.time())
@@ -409,11 +410,13 @@ class JobStore(DatasetStore):
         proc, path, offset, asked = job.process, job_dir(job.name, self.home)/PROGRESS, 0, None
         while True:
             running = proc.alive()
-            offset = _read_progress(path, offset, job.on_event)   # after the liveness check: the last lines are read too
+            offset = read_progress(path, offset, job.on_event)   # after the liveness check: the last lines are read too
             if not running: break
             job.rss = proc.sample_memory()
             if job.stop.is_set() and asked is None: proc.signal(signal.SIGTERM); asked = time.monotonic()
-            elif asked is not None and time.monotonic() - asked > self.stop_grace: proc.signal(signal.SIGKILL)
+            elif asked is not None and time.monotonic() - asked > self.stop_grace:
+                proc.signal(signal.SIGKILL)
+                job.error = f"it did not stop within {self.stop_grace:g} s of being asked to, and was killed; resume it from its last checkpoint"
             time.sleep(0.2)
         proc.end()
         self._settle(job, asked is not None)
@@ -424,19 +427,20 @@ class JobStore(DatasetStore):
         try: st = read_json(p) if p.is_file() else {}
         except ChadGPTError: st = {}
         if st.get('status') in ('done', 'cancelled') and code in (0, 130, None):
-            job.state, job.step = st['status'], st['step']
+            job.step, state = st['step'], st['status']
             job.train_loss, job.val_loss, job.val_bpb = st.get('train_loss'), st.get('val_loss'), st.get('val_bpb')
-        elif asked and code in (-signal.SIGTERM, 130):                 # stopped before it had begun
-            job.state = 'cancelled'
+        elif asked and code in (-signal.SIGTERM, 130): state = 'cancelled'   # stopped before it had begun
         else:
-            job.state, job.step = 'failed', checkpoint_step(p.parent) or job.step if p.is_file() else job.step   # where it resumes
-            job.error = exit_reason(code, job_dir(job.name, self.home)/LOG, job.memory_limit) if code is not None else \
-                        "its process ended while this server was not its parent (it started under an earlier server)"
+            state, job.step = 'failed', checkpoint_step(p.parent) or job.step if p.is_file() else job.step   # where it resumes
+            if job.error is None:                                    # (unless it was killed for not stopping)
+                job.error = exit_reason(code, job_dir(job.name, self.home)/LOG, job.memory_limit) if code is not None else \
+                            "its process ended while this server was not its parent (it started under an earlier server)"
             if st.get('status') == 'running':                        # no chance to say so itself: a restart will tell why
                 atomic_write(p, json.dumps({**st, 'status': 'failed', 'error': job.error}, indent=1))
         job.eta_s, job.rss = None, 0
-        _record(job, self.home, state=job.state, error=job.error, step=job.step, ended_at=time.time(), exit_code=code,
+        _record(job, self.home, state=state, error=job.error, step=job.step, ended_at=time.time(), exit_code=code,
                 peak_rss=job.process.peak_rss)
+        job.state = state            # last: whoever polls sees the end with everything about it
 
     def _adopt(self):
         "Find the jobs an earlier server left: processes still training are followed again; the rest are told as they ended."
@@ -474,8 +478,9 @@ class JobStore(DatasetStore):
                 'tokens_per_s': st.get('tokens_per_s'), 'eta_s': None, 'error': error, 'processes': st.get('processes', 1),
                 'resumable': state in ('failed', 'cancelled') and has_ckpt, 'memory_mb': None}
 
-    def cancel(self, name:str, wait:float=5.0) -> dict:
-        "Stop model `name`'s job at its next step (its process gets SIGTERM and saves a checkpoint); waits up to `wait` seconds."
+    def cancel(self, name:str, wait:float=15.0) -> dict:
+        """Stop model `name`'s job at its next step (its process gets SIGTERM and saves a checkpoint); waits up to `wait`
+        seconds for it (a process still starting takes a second or two to get to its first step)."""
         job = self.jobs.get(check_name(name))
         if job is None or job.state not in ('queued', 'running'):
             self.status(name)   # 404 for an unknown model

@@ -271,8 +271,13 @@ def test_a_job_in_two_processes(server):
     c = server.client
     r = c.post('/lm/two/train', json={**train_body(max_iters=10, eval_interval=10), 'processes': 2})
     assert r.status_code == 202, r.text
+    with c.stream('GET', '/lm/two/progress') as s:                   # live, read from the job's folder
+        events = sse_events(s.iter_lines())
+    assert [(e, d['step']) for e, d in events if e == 'eval'] == [('eval', 0), ('eval', 10)], events
+    assert events[-1][0] == 'end' and events[-1][1]['state'] == 'done', events[-1]
     st = server.wait('two')
     assert st['state'] == 'done' and st['processes'] == 2, st
+    assert c.get('/lm/nope/progress').status_code == 404
     assert json.loads((server.home/'models'/'two'/'state.json').read_text())['processes'] == 2
 
 def test_sigterm_stops_jobs_with_a_checkpoint(home):
