@@ -7,7 +7,7 @@ from __future__ import annotations
 import argparse, contextlib, ipaddress, json, os, signal, sys, threading, time
 from pathlib import Path
 from . import __version__
-from .core import ChadGPTError, Setting, atomic_write, safe_join, slug
+from .core import ChadGPTError, Setting, unalias, atomic_write, safe_join, slug
 from .model import GPTConfig
 from .device import resolve_device, resolve_dtype
 from .checkpoint import checkpoint_step, load_model, models_dir, read_json
@@ -18,8 +18,8 @@ from .tokenizers import TokenizerSpec
 from .chat import SFT_DEFAULTS, ChatSession, sft_run, sft_settings
 
 # %% auto #0
-__all__ = ['TOKENIZER_HELP', 'build_parser', 'cmd_train', 'cmd_sample', 'cmd_sft', 'cmd_chat', 'cmd_prepare', 'cmd_import',
-           'cmd_serve', 'cmd_bench', 'main']
+__all__ = ['TOKENIZER_HELP', 'TRAIN_FILE_KEYS', 'SFT_FILE_KEYS', 'build_parser', 'read_config_file', 'cmd_train', 'cmd_sample',
+           'cmd_sft', 'cmd_chat', 'cmd_prepare', 'cmd_import', 'cmd_serve', 'cmd_bench', 'main']
 
 # %% ../nbs/29_cli.ipynb #b7066445
 class _Parser(argparse.ArgumentParser):
@@ -63,6 +63,8 @@ def _train_command(sub):
     t.add_argument('--resume', action='store_true', help="continue the named model from its last checkpoint")
     t.add_argument('--overwrite', action='store_true', help="replace an existing model of the same name")
     t.add_argument('--quiet', action='store_true', help="no progress bar")
+    t.add_argument('--config', metavar='FILE', help="a TOML file of flat settings (n_layer = 4, max_iters = 3000, dataset = \"plays.txt\"); "
+                   "flags given here win over it")
     t.add_argument('--progress-file', metavar='FILE', help="append each evaluation and every 10th step to FILE as a "
                    "JSON line (how the service follows its jobs)")
     t.add_argument('--tokenizer', type=_tokenizer, metavar='KIND', help=TOKENIZER_HELP + " (default: char; resuming: the model's)")
@@ -85,6 +87,8 @@ def _sft_command(sub):
     f.add_argument('--resume', action='store_true', help="continue the named fine-tuning run from its last checkpoint")
     f.add_argument('--overwrite', action='store_true', help="replace an existing model of the same name")
     f.add_argument('--quiet', action='store_true', help="no progress bar")
+    f.add_argument('--config', metavar='FILE', help="a TOML file of flat settings (n_layer = 4, max_iters = 3000, data = \"talk.jsonl\"); "
+                   "flags given here win over it")
     f.add_argument('--progress-file', metavar='FILE', help="append each evaluation and every 10th step to FILE as a "
                    "JSON line (how the service follows its jobs)")
     _add_config_flags(f.add_argument_group('model (the base\'s shape stays; these two may change)'),
@@ -190,6 +194,50 @@ def build_parser() -> argparse.ArgumentParser:
 def _default_name(dataset:str) -> str:
     return slug(Path(dataset).stem, 'model')
 
+def _arch(s:str) -> str:
+    if s not in ARCHS: raise argparse.ArgumentTypeError(f"arch must be {' or '.join(ARCHS)}, got {s!r}")
+    return s
+
+TRAIN_FILE_KEYS = {'dataset': str, 'name': str, 'tokenizer': _tokenizer, 'arch': _arch, 'init_from': str}
+SFT_FILE_KEYS = {'base': str, 'data': str, 'name': str}
+
+def _toml(text:str):
+    "TOML's parser: `tomllib` (Python 3.11+), or the `tomli` package it came from."
+    try: import tomllib
+    except ModuleNotFoundError: import tomli as tomllib
+    return tomllib.loads(text)
+
+def read_config_file(path, settings, keys:dict) -> dict:
+    """The `key = value` pairs of TOML file `path`: settings (checked by their own definitions, aliases allowed) and the
+    command's `keys` (name: converter); a table, or a key that is neither, is an error naming it."""
+    try: text = Path(path).expanduser().read_bytes().decode('utf-8')
+    except OSError as e: raise ChadGPTError(f"cannot read the config file {path}: {e.strerror}") from None
+    except UnicodeDecodeError: raise ChadGPTError(f"the config file {path} is not UTF-8 text") from None
+    try: data = _toml(text)
+    except ValueError as e: raise ChadGPTError(f"the config file {path} is not valid TOML: {e}") from None
+    by_name = {s.name: s for s in settings}
+    out = {}
+    for k, v in unalias(data, by_name).items():
+        where = f"the config file {path}, key {k!r}"
+        if isinstance(v, dict): raise ChadGPTError(f"{where}: a table; the file holds flat keys (n_layer = 4)")
+        if k in by_name:
+            try: out[k] = by_name[k].check(v)
+            except ChadGPTError as e: raise ChadGPTError(f"{where}: {e}") from None
+        elif k in keys:
+            if not isinstance(v, str): raise ChadGPTError(f"{where}: must be text, got {v!r}")
+            try: out[k] = keys[k](v)
+            except argparse.ArgumentTypeError as e: raise ChadGPTError(f"{where}: {e}") from None
+        else: raise ChadGPTError(f"{where}: not a setting of this command (see its --help; the keys are the flags' names "
+                                 f"with underscores, and {', '.join(keys)})")
+    return out
+
+def _with_config(args, settings, keys:dict):
+    "`args` with the values of its `--config` file wherever no flag was given."
+    if getattr(args, 'config', None):
+        for k, v in read_config_file(args.config, settings, keys).items():
+            if getattr(args, k, None) is None: setattr(args, k, v)
+    return args
+
 def _configs(args):
     "The model and training configs the flags ask for: defaults, the saved run's when resuming, the base model's shape when fine-tuning."
     model, training = split_settings({s.name: getattr(args, s.name) for s in all_settings('cli')})
@@ -221,6 +269,7 @@ def _progress_log(path, main:bool):
     with open(path, 'a', buffering=1) as f: yield lambda e: f.write(json.dumps(e) + '\n')
 
 def cmd_train(args) -> int:
+    _with_config(args, all_settings('cli'), TRAIN_FILE_KEYS)
     if args.resume and not args.name: raise ChadGPTError("--resume needs --name of the model to continue")
     if args.resume and args.init_from: raise ChadGPTError("--init-from starts a new run; --resume continues one: pick one")
     args.name = args.name or _default_name(args.dataset or 'shakespeare')
@@ -258,6 +307,7 @@ def cmd_sample(args) -> int:
 
 # %% ../nbs/29_cli.ipynb #3c801428
 def cmd_sft(args) -> int:
+    _with_config(args, sft_settings('cli'), SFT_FILE_KEYS)
     if args.resume and not args.name: raise ChadGPTError("--resume needs --name of the fine-tuning run to continue")
     if not args.resume and not (args.base and args.data): raise ChadGPTError("give the base model and --data FILE (or --resume)")
     name = args.name or f"{args.base}-chat"

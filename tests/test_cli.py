@@ -113,7 +113,27 @@ BAD = [
     (['bench', '--steps', '0'], "--steps must be at least 1"),
     (['bench', '--device', 'cuda'], "CUDA is not available"),
     (['frobnicate'], "invalid choice"),
+    (['train', '--config', 'HOME/unknown.toml'], "the config file HOME/unknown.toml, key 'n_layers': not a setting"),
+    (['sft', 'tiny', '--config', 'HOME/unknown.toml'], "key 'n_layers': not a setting of this command"),
+    (['sft', 'tiny', '--config', 'HOME/shape.toml'], "key 'n_embed': not a setting of this command"),   # sft keeps the shape
+    (['train', '--config', 'HOME/table.toml'], "key 'model': a table; the file holds flat keys"),
+    (['train', '--config', 'HOME/syntax.toml'], "is not valid TOML"),
+    (['train', '--config', 'HOME/type.toml'], "key 'n_layer': n_layer must be an integer, got '4'"),
+    (['train', '--config', 'HOME/arch.toml'], "key 'arch': arch must be lecture or modern, got 'huge'"),
+    (['train', '--config', 'HOME/none.toml'], "cannot read the config file"),
 ]
+CONFIGS = {'unknown.toml': 'n_layers = 2\n', 'shape.toml': 'n_embed = 64\n', 'table.toml': '[model]\nn_layer = 2\n',
+           'syntax.toml': 'n_layer = \n', 'type.toml': 'n_layer = "4"\n', 'arch.toml': 'arch = "huge"\n'}
+
+def test_a_config_file_and_flags_over_it(home):
+    (home/'run.toml').write_text('# settings as in the API\nn_layer = 1\nn_embed = 32\nn_heads = 2\nblock_size = 32\n'
+                                 'batch_size = 8\neval_iters = 2\nmax_iters = 50\nlearning_rate = 3e-3\nlr_decay = false\n'
+                                 'arch = "lecture"\ndataset = "shakespeare"\nname = "filed"\n')
+    r = chadgpt('train', '--config', home/'run.toml', '--max-iters', 6, '--eval-interval', 3, '--quiet', home=home)
+    assert r.returncode == 0, r.stderr
+    saved = json.loads((home/'models'/'filed'/'config.json').read_text())
+    assert (saved['model']['n_head'], saved['model']['rotary'], saved['train']['learning_rate'], saved['train']['lr_decay'],
+            saved['train']['max_iters'], saved['train']['optimizer']) == (2, False, 3e-3, False, 6, 'adamw')
 
 def test_bench_prints_a_table_and_writes_json(tmp_path):
     r = chadgpt('bench', '--config', 'small', '--steps', '1', '--tokens', '8', '--no-compile', '--json', tmp_path/'b.json')
@@ -127,10 +147,12 @@ def test_bench_prints_a_table_and_writes_json(tmp_path):
 # Every bad input is run through `chadgpt.cli.main` in one process (a process per case spent most of the time
 # importing torch); two of them also go through the installed console script, which is what a user types.
 DRIVER = """
-import contextlib, io, json, sys
+import contextlib, io, json, os, sys
 from chadgpt.cli import main
 results = []
+home = os.environ['CHADGPT_HOME']
 for argv in json.loads(sys.argv[1]):
+    argv = [a.replace('HOME/', home + '/') for a in argv]      # files in the test's home
     err = io.StringIO()
     with contextlib.redirect_stderr(err), contextlib.redirect_stdout(io.StringIO()):
         try: rc = main(argv)
@@ -147,6 +169,7 @@ def bad_home(tmp_path_factory, shakespeare):
     (home/'data'/'empty.txt').write_text('')
     (home/'data'/'latin1.txt').write_bytes('\xe9t\xe9'.encode('latin-1'))
     (home/'data'/'short.txt').write_text('to be or not to be, that is the question' * 2)
+    for f, text in CONFIGS.items(): (home/f).write_text(text)
     assert chadgpt('train', '--name', 'tiny', '--max-iters', '2', '--eval-interval', '2', *TINY, home=home).returncode == 0
     return home
 
@@ -161,6 +184,7 @@ def bad_results(bad_home):
 def test_bad_input_exits_2_with_one_line(bad_home, bad_results, argv, message):
     if 'cuda' in argv and torch.cuda.is_available(): pytest.skip("this machine has CUDA")
     rc, stderr = bad_results[tuple(argv)]
+    stderr = stderr.replace(str(bad_home) + '/', 'HOME/')
     assert rc == 2, stderr
     assert message in stderr
     assert stderr.count('\n') == 1 and 'Traceback' not in stderr, stderr
