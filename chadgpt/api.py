@@ -28,7 +28,7 @@ from .model import GPTConfig, head_advice
 from .tokenizers import BPE_DEFAULT, BPE_SIZES, BPE_VOCAB
 from .train import ARCHS, DEFAULT_ARCH, TrainConfig, all_settings, arch_configs, preset_value, saved_configs, split_settings
 from .sample import Sampling, encode_prompt, stream_text
-from .checkpoint import WEIGHTS, models_dir
+from .checkpoint import CHECKPOINTS, WEIGHTS, models_dir
 from .chat import SFT_DEFAULTS, Reply, chat_reply, context_budget, fit_prompt, is_chat, sft_settings
 from .store import PROGRESS, Store, TooLargeError, DiskFullError, job_dir, read_progress
 
@@ -491,12 +491,14 @@ class EvalQuery(BaseModel):
     top_p: float | None = Field(None, gt=0, le=1)
     seed: Int(0, 2**63 - 1) | None = None
     stream: bool = Field(False, description="stream the text as Server-Sent Events")
+    checkpoint: Literal[CHECKPOINTS] = Field('last', description="the weights: the last checkpoint's, or the best validation "
+                                                                 "loss's (a model trained with keep_best)")
 
 def _add_eval_route(app:FastAPI, store:Store):
     @app.get('/lm/{name}/eval', summary="Generate text (JSON, or Server-Sent Events with stream=true)")
     def evaluate(name: str, q: Annotated[EvalQuery, Query()]):
         tokens, prompt, temperature, top_k, top_p, seed = q.tokens, q.prompt, q.temperature, q.top_k, q.top_p, q.seed
-        def pieces(): return stream_text(*store.load(name), prompt, tokens, Sampling(temperature, top_k, top_p, seed))
+        def pieces(): return stream_text(*store.load(name, checkpoint=q.checkpoint), prompt, tokens, Sampling(temperature, top_k, top_p, seed))
         def answer(text): return {'eval': text.split('\n') if q.split_newlines else text, 'prompt': prompt, 'tokens': tokens,
                                   'temperature': temperature, 'top_k': top_k, 'top_p': top_p, 'seed': seed}
         return _generation(app, pieces, q.stream, answer)

@@ -14,13 +14,15 @@ from .tokenizers import load_tokenizer
 from .model import GPT, GPTConfig
 
 # %% auto #0
-__all__ = ['CONFIG', 'TOKENIZER', 'WEIGHTS', 'OPTIMIZER', 'STATE', 'METRICS', 'NEXT_OPTIMIZER', 'models_dir', 'list_models',
-           'model_dir', 'read_json', 'read_metrics', 'load_model', 'save_weights', 'checkpoint_step', 'grow_vocab',
-           'load_weights_into']
+__all__ = ['CONFIG', 'TOKENIZER', 'WEIGHTS', 'OPTIMIZER', 'STATE', 'METRICS', 'BEST', 'CHECKPOINTS', 'NEXT_OPTIMIZER',
+           'models_dir', 'list_models', 'model_dir', 'read_json', 'read_metrics', 'weights_file', 'load_model',
+           'save_weights', 'checkpoint_step', 'grow_vocab', 'load_weights_into']
 
 # %% ../nbs/19_checkpoint.ipynb #4640539b
 CONFIG, TOKENIZER, WEIGHTS, OPTIMIZER, STATE, METRICS = (
     'config.json', 'tokenizer.json', 'model.safetensors', 'optimizer.safetensors', 'state.json', 'metrics.jsonl')
+BEST = 'best.safetensors'        # with keep_best: the weights of the lowest validation loss so far
+CHECKPOINTS = ('last', 'best')    # which weights to load: the last checkpoint's, or the best
 
 def models_dir(home=None) -> Path:
     "The folder of trained models, `<home>/models`."
@@ -50,20 +52,31 @@ def read_metrics(name_or_dir, home=None) -> list[dict]:
     return [json.loads(l) for l in p.read_text().splitlines() if l.strip()] if p.exists() else []
 
 # %% ../nbs/19_checkpoint.ipynb #ab21ee7e
-def load_model(name_or_dir, home=None, device='cpu', dtype=torch.float32) -> tuple[GPT, object]:
-    "The trained `(model, tokenizer)` saved as `name_or_dir` (a model name in `<home>/models` or a folder), weights in `dtype`."
-    d = model_dir(name_or_dir, home)
+def weights_file(d:Path, checkpoint:str='last') -> Path:
+    "The weights of model folder `d` to load: the last checkpoint's (`model.safetensors`) or the `best` (`best.safetensors`)."
+    if checkpoint not in CHECKPOINTS: raise ChadGPTError(f"checkpoint must be last or best, got {checkpoint!r}")
+    if checkpoint == 'best':
+        if not (d/BEST).is_file():
+            raise ChadGPTError(f"model {d.name!r} has no best checkpoint; train it with --keep-best (keep_best) to keep one")
+        return d/BEST
     if not (d/WEIGHTS).is_file(): raise ChadGPTError(f"model {d.name!r} has no weights yet (is it still starting?)")
+    return d/WEIGHTS
+
+def load_model(name_or_dir, home=None, device='cpu', dtype=torch.float32, checkpoint:str='last') -> tuple[GPT, object]:
+    """The trained `(model, tokenizer)` saved as `name_or_dir` (a model name in `<home>/models` or a folder), weights in
+    `dtype`: those of the last checkpoint, or with `checkpoint='best'` those of the best validation loss."""
+    d = model_dir(name_or_dir, home)
+    path = weights_file(d, checkpoint)
     model = GPT(GPTConfig.from_dict(read_json(d/CONFIG)['model']))
-    _load_weights(model, d/WEIGHTS, device=str(device))
+    _load_weights(model, path, device=str(device))
     return model.to(device, dtype).eval(), load_tokenizer(d/TOKENIZER)
 
 # %% ../nbs/19_checkpoint.ipynb #7f2c7cb2
 NEXT_OPTIMIZER = '.optimizer.next.safetensors'   # a checkpoint's optimizer state until its weights are written
 
-def save_weights(out:Path, model:GPT, step:int):
-    "Write `model`'s weights to `out/model.safetensors` atomically, with the `step` they belong to."
-    with atomic_path(out/WEIGHTS) as tmp: save_model(model, str(tmp), metadata={'step': str(step)})
+def save_weights(out:Path, model:GPT, step:int, file:str=WEIGHTS):
+    "Write `model`'s weights to `out/file` (`model.safetensors`) atomically, with the `step` they belong to."
+    with atomic_path(out/file) as tmp: save_model(model, str(tmp), metadata={'step': str(step)})
 
 def _save_checkpoint(out:Path, model:GPT, opt, gen:torch.Generator, state:dict):
     """Write optimizer + RNG state (beside the old one), the weights, then swap the optimizer in and write `state.json`.

@@ -10,7 +10,7 @@ from . import __version__
 from .core import ChadGPTError, Setting, unalias, atomic_write, safe_join, slug
 from .model import GPTConfig
 from .device import resolve_device, resolve_dtype
-from .checkpoint import checkpoint_step, load_model, models_dir, read_json
+from .checkpoint import CHECKPOINTS, checkpoint_step, load_model, models_dir, read_json
 from .train import ARCHS, DEFAULT_ARCH, Source, all_settings, arch_configs, split_settings, TrainConfig, train, saved_configs
 from .distributed import process_group, restart_count
 from .sample import Sampling, stream_text
@@ -107,6 +107,8 @@ def _sampling_flags(s, temperature:float=0.8):
                    "sampling: bfloat16 halves the memory each token reads (faster on a CPU); auto: bf16 where it is native "
                    "(default: float32)")
     s.add_argument('--home', help="folder holding models/ (default: $CHADGPT_HOME or .)")
+    s.add_argument('--checkpoint', default='last', choices=CHECKPOINTS, help="the weights: the last checkpoint's (default), "
+                   "or the lowest validation loss's (a model trained with --keep-best)")
 
 def _chat_command(sub):
     c = sub.add_parser('chat', help="chat with a fine-tuned model", description="Chat with a model fine-tuned by chadgpt sft. "
@@ -268,6 +270,14 @@ def _progress_log(path, main:bool):
     if not path or not main: yield None; return
     with open(path, 'a', buffering=1) as f: yield lambda e: f.write(json.dumps(e) + '\n')
 
+def _best_line(st:dict, args):
+    "What early stopping and `--keep-best` did, in a line (nothing when neither was asked for)."
+    if st.get('stopped_early'):
+        print(f"stopped early: no lower validation loss in the last {args.early_stop or 'few'} evaluations (the best, "
+              f"{st['best_val_loss']:.4f}, at step {st['best_step']})")
+    if args.keep_best:
+        print(f"the best weights (val loss {st['best_val_loss']:.4f}, step {st['best_step']}) are kept too: --checkpoint best")
+
 def cmd_train(args) -> int:
     _with_config(args, all_settings('cli'), TRAIN_FILE_KEYS)
     if args.resume and not args.name: raise ChadGPTError("--resume needs --name of the model to continue")
@@ -291,13 +301,14 @@ def cmd_train(args) -> int:
     print(f"trained {args.name!r} to step {st['step']} in {time.perf_counter() - t0:.0f}s: "
           f"train loss {st['train_loss']:.4f}, val loss {st['val_loss']:.4f}"
           + (f" ({st['val_bpb']:.3f} bits per byte)" if st.get('val_bpb') else '') + f" -> {out}")
+    _best_line(st, args)
     print(f"sample it with: chadgpt sample {args.name}" + (f" --home {args.home}" if args.home else ''))
     return 0
 
 # %% ../nbs/29_cli.ipynb #ab551b6b
 def cmd_sample(args) -> int:
     device = resolve_device(args.device)
-    model, tok = load_model(args.name, args.home, device, resolve_dtype(args.dtype, device))
+    model, tok = load_model(args.name, args.home, device, resolve_dtype(args.dtype, device), args.checkpoint)
     out = sys.stdout
     out.write(args.prompt); out.flush()
     for piece in stream_text(model, tok, args.prompt, args.tokens, Sampling(args.temperature, args.top_k, args.top_p, args.seed)):
@@ -330,6 +341,7 @@ def cmd_sft(args) -> int:
         return 130
     print(f"fine-tuned {name!r} to step {st['step']} in {time.perf_counter() - t0:.0f}s: loss on the replies "
           f"{st['train_loss']:.4f} train, {st['val_loss']:.4f} val -> {out}")
+    _best_line(st, args)
     print(f"chat with it: chadgpt chat {name}{home}")
     return 0
 
@@ -362,7 +374,7 @@ def _stream_reply(reply, out, tty:bool, tokens:int):
 def cmd_chat(args) -> int:
     if args.tokens < 1: raise ChadGPTError(f"--tokens must be at least 1, got {args.tokens}")
     device = resolve_device(args.device)
-    model, tok = load_model(args.name, args.home, device, resolve_dtype(args.dtype, device))
+    model, tok = load_model(args.name, args.home, device, resolve_dtype(args.dtype, device), args.checkpoint)
     session = ChatSession(model, tok, Sampling(args.temperature, args.top_k, args.top_p, args.seed), args.tokens, args.system)
     tty, out = sys.stdin.isatty(), sys.stdout
     if tty:

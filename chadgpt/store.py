@@ -16,8 +16,8 @@ from .data import BUILTINS, data_dir, decode_text, read_text, resolve_alias
 from .model import GPTConfig
 from .tokenizers import describe_tokenizer, spec_of
 from .tokens import token_sets
-from .checkpoint import (CONFIG, STATE, TOKENIZER, WEIGHTS, checkpoint_step, load_model, models_dir, read_json,
-                                read_metrics)
+from .checkpoint import (CHECKPOINTS, CONFIG, STATE, TOKENIZER, WEIGHTS, checkpoint_step, load_model, models_dir,
+                                read_json, read_metrics, weights_file)
 from .train import Source, TrainConfig, TrainingRun, all_settings
 from .chat import sft_run, sft_settings
 
@@ -326,6 +326,10 @@ class JobStore(DatasetStore):
                             f"{gib(beside)}, more than the {gib(self.max_job_bytes)} this server allows at once; "
                             "try again when one finishes", retry_after=60)
 
+    def _uncache(self, name:str):
+        "Forget the loaded weights of model `name` (both checkpoints)."
+        for c in CHECKPOINTS: self._cache.pop((name, c), None)
+
     def _check_room(self, name:str) -> list[Job]:
         "The jobs queued or running, once it is clear that `name` is not one of them and one more fits in the queue."
         if (j := self.jobs.get(name)) and j.state in ('queued', 'running'):
@@ -376,7 +380,7 @@ class JobStore(DatasetStore):
             active = self._check_room(name)                      # again: another request may have got in meanwhile
             need = estimate_train_bytes(run.model_config, run.train_config.batch_size) * processes
             self._check_memory(need, active)
-            if not resume: self._cache.pop(name, None)
+            if not resume: self._uncache(name)
             folder = job_dir(name, self.home)
             folder.mkdir(parents=True, exist_ok=True)
             (folder/PROGRESS).unlink(missing_ok=True)                  # the last job's
@@ -525,24 +529,25 @@ class Store(JobStore):
                 os.replace(d, trash)
                 shutil.rmtree(trash, ignore_errors=True)
             shutil.rmtree(job_dir(name, self.home), ignore_errors=True)
-            self.jobs.pop(name, None); self._cache.pop(name, None)
+            self.jobs.pop(name, None); self._uncache(name)
 
-    def load(self, name:str, device='cpu'):
-        "`(model, tokenizer)` of model `name`, cached (the `max_loaded` most recent) until its weights change."
+    def load(self, name:str, device='cpu', checkpoint:str='last'):
+        "`(model, tokenizer)` of model `name` (its `checkpoint`: last or best), cached (the `max_loaded` most recent) until its weights change."
         d = safe_join(models_dir(self.home), name)
         if not (d/CONFIG).is_file() and name not in self.jobs: raise NotFoundError(f"no model named {name!r}")
         if not (d/WEIGHTS).is_file(): raise ConflictError(f"model {name!r} has no checkpoint yet; try again in a moment")
+        path = weights_file(d, checkpoint)                    # a model without a best checkpoint says so
         with self._lock:
             try:
-                key = ((d/WEIGHTS).stat().st_mtime_ns, str(device))
-                hit = self._cache.get(name)
-                if hit is None or hit[0] != key: hit = (key, *load_model(d, device=device))
+                key = (path.stat().st_mtime_ns, str(device))
+                hit = self._cache.get((name, checkpoint))
+                if hit is None or hit[0] != key: hit = (key, *load_model(d, device=device, checkpoint=checkpoint))
             except Exception as e:                 # deleted or retrained between the checks and the read, or damaged
                 what = "changed while it was being loaded (retrained or deleted)" if not (d/WEIGHTS).is_file() else \
                        f"could not be loaded ({type(e).__name__})"
                 raise ConflictError(f"model {name!r} {what}; try again, or retrain it") from None
-            self._cache[name] = hit
-            self._cache.move_to_end(name)
+            self._cache[name, checkpoint] = hit
+            self._cache.move_to_end((name, checkpoint))
             while len(self._cache) > self.max_loaded: self._cache.popitem(last=False)
         return hit[1], hit[2]
 

@@ -20,7 +20,7 @@ from .distributed import any_rank, barrier, share, world
 # device, optimizer and checkpoint names: those the loop uses, and those chadgpt.train held before the split
 from .device import autocast, cpu_has_bf16, resolve_device, resolve_dtype
 from .optim import Muon, Optimizers, configure_optimizer, get_lr, newton_schulz
-from .checkpoint import (CONFIG, METRICS, NEXT_OPTIMIZER, OPTIMIZER, STATE, TOKENIZER, WEIGHTS, _load_weights,
+from .checkpoint import (BEST, CONFIG, METRICS, NEXT_OPTIMIZER, OPTIMIZER, STATE, TOKENIZER, WEIGHTS, _load_weights,
                                 _restore_checkpoint, _save_checkpoint, checkpoint_step, list_models, load_model,
                                 load_weights_into, model_dir, models_dir, read_json, read_metrics, save_weights)
 
@@ -65,6 +65,10 @@ class TrainConfig:
                             interfaces=MACHINE)
     grad_accum: int = setting(1, 'Gradient accumulation', "micro-steps whose gradients make one optimizer step", lo=1, hi=1024,
                               group='training')
+    keep_best: bool = setting(False, 'Keep the best', "also keep the weights of the lowest validation loss, as best.safetensors "
+                              "(sample and serve them with checkpoint best)", group='training')
+    early_stop: int = setting(0, 'Early stop (evaluations)', "stop when this many evaluations in a row bring no lower validation "
+                              "loss; 0: never", lo=0, hi=1_000_000, group='training')
     optimizer: str = setting('adamw', 'Optimizer', "adamw, or muon: Muon for the blocks' matrices, AdamW for the rest",
                              choices=('adamw', 'muon'), group='training')
 
@@ -236,7 +240,8 @@ class TrainingRun:
         start, prev = (_restore_checkpoint(out, model, self.opt, self.gen, device), read_json(out/STATE)) if self.resuming else (0, {})
         self.state = {'status': 'running', 'step': start, 'max_iters': tcfg.max_iters, 'train_loss': prev.get('train_loss'),
                       'val_loss': prev.get('val_loss'), 'val_bpb': prev.get('val_bpb'), 'elapsed_s': prev.get('elapsed_s', 0.0),
-                      'device': str(device), 'dtype': str(self.dtype).removeprefix('torch.'), 'processes': w.size}
+                      'device': str(device), 'dtype': str(self.dtype).removeprefix('torch.'), 'processes': w.size,
+                      **{k: prev.get(k) for k in ('best_val_loss', 'best_step')}, 'evals_since_best': prev.get('evals_since_best', 0)}
         if w.main: atomic_write(out/STATE, json.dumps(self.state, indent=1))
         self.net = torch.compile(model) if tcfg.compile else model       # what evaluates (and trains, in one process)
         self.train_net = self.net if w.size == 1 else DistributedDataParallel(
@@ -255,6 +260,18 @@ class TrainingRun:
                                              'dataset': self.dataset, 'tokenizer': str(spec_of(self.data.tokenizer)),
                                              **({'init_from': self.init_from.parent.name} if self.init_from else {}),
                                              **({'task': self.task} if self.task else {})}, indent=1))
+
+    def _note_best(self, step:int, val_loss:float) -> bool:
+        "Track the lowest validation loss (and with `keep_best` save its weights); whether `early_stop` ends the run here."
+        state, tcfg = self.state, self.train_config
+        better = state['best_val_loss'] is None or val_loss < state['best_val_loss']
+        if better: state.update(best_val_loss=val_loss, best_step=step, evals_since_best=0)
+        else: state['evals_since_best'] += 1
+        if tcfg.keep_best and self.world.main and (better or not (self.out/BEST).is_file()):
+            save_weights(self.out, self.model, step, BEST)     # before state.json names its step
+        if tcfg.early_stop and state['evals_since_best'] >= tcfg.early_stop and step < tcfg.max_iters:
+            state['stopped_early'] = True
+        return bool(state.get('stopped_early'))
 
     def _loop(self, start:int, progress:bool, callback, stop, log_interval:int) -> Path:
         out, data, tcfg, device, w, state = self.out, self.data, self.train_config, self.device, self.world, self.state
@@ -279,10 +296,11 @@ class TrainingRun:
                               'lr': get_lr(step, tcfg), 'elapsed_s': round(elapsed0 + time.perf_counter() - t_start, 3)}
                     if w.main: _append_metrics(out, record, step)
                     state.update(train_loss=record['train_loss'], val_loss=record['val_loss'], val_bpb=record['val_bpb'])
-                    save('done' if step >= tcfg.max_iters else 'running')
+                    early = self._note_best(step, record['val_loss'])
+                    save('done' if step >= tcfg.max_iters or early else 'running')
                     bar.set_postfix(train=f"{losses['train']:.4f}", val=f"{losses['val']:.4f}", bpb=f"{record['val_bpb'] or 0:.3f}")
                     if callback: callback({'event': 'eval', 'max_iters': tcfg.max_iters, **record})
-                if step >= tcfg.max_iters: break
+                if step >= tcfg.max_iters or state.get('stopped_early'): break
                 if any_rank(stop is not None and stop.is_set(), w, device):   # every rank stops at the same step
                     save('cancelled'); break
                 loss, lr = _train_step(self, step)

@@ -135,6 +135,7 @@ BAD = [  # (method, path, request kwargs, status, words the message must contain
     ('get', '/lm/nope/eval', {'params': {'tokens': 0}}, 422, 'tokens'),
     ('get', '/lm/nope/eval', {'params': {'top_p': 0}}, 422, 'top_p'),
     ('get', '/lm/nope/eval', {'params': {'temperature': -1}}, 422, 'temperature'),
+    ('get', '/lm/nope/eval', {'params': {'checkpoint': 'worst'}}, 422, 'checkpoint'),
     ('get', '/ds/nope.txt', {}, 404, "'nope.txt'"),
     ('delete', '/ds/nope.txt', {}, 404, "'nope.txt'"),
     ('get', '/ds/%2E%2E', {}, 422, 'invalid dataset name'),
@@ -269,7 +270,7 @@ def test_jobs_outlive_the_server_and_a_killed_job_resumes(home):
 def test_a_job_in_two_processes(server):
     "processes: 2 trains data-parallel under torchrun; more processes than the server's cores is refused."
     c = server.client
-    r = c.post('/lm/two/train', json={**train_body(max_iters=10, eval_interval=10), 'processes': 2})
+    r = c.post('/lm/two/train', json={**train_body(max_iters=10, eval_interval=10, keep_best=True), 'processes': 2})
     assert r.status_code == 202, r.text
     with c.stream('GET', '/lm/two/progress') as s:                   # live, read from the job's folder
         events = sse_events(s.iter_lines())
@@ -278,6 +279,7 @@ def test_a_job_in_two_processes(server):
     st = server.wait('two')
     assert st['state'] == 'done' and st['processes'] == 2, st
     assert c.get('/lm/nope/progress').status_code == 404
+    assert c.get('/lm/two/eval', params={'tokens': 5, 'checkpoint': 'best'}).status_code == 200   # kept with keep_best
     assert json.loads((server.home/'models'/'two'/'state.json').read_text())['processes'] == 2
 
 def test_sigterm_stops_jobs_with_a_checkpoint(home):
