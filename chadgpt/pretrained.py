@@ -4,17 +4,18 @@
 
 # %% ../nbs/20_pretrained.ipynb #af6acdde
 from __future__ import annotations
-import json
+import base64, json, tempfile
+from dataclasses import replace
 from pathlib import Path
 import torch
-from .core import ChadGPTError, atomic_write, safe_join
+from .core import ChadGPTError, ConflictError, atomic_write, safe_join
 from .model import GPT
-from .model import GPTConfig, HUB_MODELS, config_from_hf, hf_key, state_dict_from_hf   # were chadgpt.pretrained's: old imports keep working
-from .tokenizers import GPT2Tokenizer
-from .checkpoint import CONFIG, METRICS, STATE, TOKENIZER, models_dir, save_weights
+from .model import GPTConfig, HUB_MODELS, _TRANSPOSED, config_from_hf, hf_key, state_dict_from_hf   # were chadgpt.pretrained's: old imports keep working
+from .tokenizers import GPT2Tokenizer, WORD_PATTERN, spec_of
+from .checkpoint import CONFIG, METRICS, STATE, TOKENIZER, load_model, models_dir, save_weights
 
 # %% auto #0
-__all__ = ['import_pretrained']
+__all__ = ['import_pretrained', 'gpt2_refusal', 'gpt2_config', 'gpt2_tensors', 'hf_tokenizer', 'export_hf']
 
 # %% ../nbs/20_pretrained.ipynb #5f810fdc
 def import_pretrained(src, name:str, home=None, overwrite:bool=False) -> Path:
@@ -33,3 +34,98 @@ def import_pretrained(src, name:str, home=None, overwrite:bool=False) -> Path:
     atomic_write(out/STATE, json.dumps({'status': 'done', 'step': 0, 'max_iters': 0, 'train_loss': None, 'val_loss': None,
                                         'val_bpb': None, 'elapsed_s': 0.0}, indent=1))
     return out
+
+# %% ../nbs/20_pretrained.ipynb #b0b11798
+def gpt2_refusal(c:GPTConfig) -> str|None:
+    "Why `GPT2LMHeadModel` cannot compute a model of config `c` (the switches it lacks), or `None` when it can."
+    lacks = [f"{name} ({why})" for name, on, why in (
+        ('rotary', c.rotary, "GPT-2 learns a table of positions"), ('norm=rms', c.norm == 'rms', "GPT-2 uses LayerNorm"),
+        ('qk_norm', c.qk_norm, "GPT-2 does not normalise queries and keys"),
+        ('activation=relu2', c.activation == 'relu2', "GPT-2's MLP has no ReLU²"),
+        ('softcap', bool(c.softcap), "GPT-2 does not cap its logits"), ('head_bias', c.head_bias, "GPT-2's output layer has no bias"))
+        if on]
+    if not lacks: return None
+    modern = " The modern preset does not map onto transformers' NanoChat either: chadgpt's linear layers have biases " \
+             "where NanoChat's have none, NanoChat normalises the token embeddings and chadgpt does not, and chadgpt's " \
+             "norms have learned gains." if c.rotary else ''
+    return f"transformers' GPT2LMHeadModel cannot compute this model: {'; '.join(lacks)}.{modern} Export models of GPT-2's design (--arch lecture)."
+
+def gpt2_config(c:GPTConfig, vocab_size:int, eos:int|None) -> dict:
+    "The `GPT2Config` fields of a chadgpt model of config `c` (`vocab_size` without the padding; `eos`: the end token, if any)."
+    act = {'relu': 'relu', 'gelu': 'gelu_new' if c.gelu == 'tanh' else 'gelu'}[c.activation]
+    return dict(vocab_size=vocab_size, n_positions=c.block_size, n_embd=c.n_embed, n_layer=c.n_layer, n_head=c.n_head,
+                n_inner=4 * c.n_embed, activation_function=act, resid_pdrop=c.dropout, embd_pdrop=c.dropout, attn_pdrop=c.dropout,
+                layer_norm_epsilon=1e-5, tie_word_embeddings=c.tie_weights, bos_token_id=eos, eos_token_id=eos,
+                pad_token_id=None)
+
+def gpt2_tensors(model:GPT, vocab_size:int) -> dict:
+    "`model`'s weights under GPT-2's names: `Conv1D` matrices transposed, missing biases as zeros, padding rows dropped."
+    c, sd = model.config, {k: v.detach().float() for k, v in model.state_dict().items()}
+    out = {}
+    for k, t in sd.items():
+        name = 'transformer.' + k.replace('token_embedding.', 'wte.').replace('position_embedding.', 'wpe.').replace('blocks.', 'h.')
+        if k == 'lm_head.weight': name = k
+        if k.endswith(_TRANSPOSED): t = t.t()
+        if k in ('token_embedding.weight', 'lm_head.weight'): t = t[:vocab_size]
+        out[name] = t.contiguous()
+    for i in range(c.n_layer):
+        out.setdefault(f'transformer.h.{i}.attn.c_attn.bias', torch.zeros(3 * c.n_embed))
+    if c.tie_weights: out.pop('lm_head.weight', None)
+    return out
+
+# %% ../nbs/20_pretrained.ipynb #77734a32
+def _tiktoken_file(ranks:dict, path:Path) -> Path:
+    "Write tiktoken ranks (token bytes: rank) in tiktoken's file format (base64 token, rank; a line each)."
+    path.write_text(''.join(f"{base64.b64encode(b).decode()} {r}\n" for b, r in sorted(ranks.items(), key=lambda t: t[1])))
+    return path
+
+def hf_tokenizer(tok):
+    "A `tokenizers.Tokenizer` that encodes and decodes as chadgpt's tokenizer `tok` does (specials included, same ids)."
+    from tokenizers import Regex, Tokenizer, decoders, models, pre_tokenizers
+    from transformers.convert_slow_tokenizer import TikTokenConverter
+    kind = spec_of(tok).kind
+    if kind in ('char', 'word'):
+        pieces = tok.chars if kind == 'char' else tok.words
+        t = Tokenizer(models.WordLevel({p: i for i, p in enumerate(pieces)}, unk_token='<|unk|>'))
+        t.pre_tokenizer = pre_tokenizers.Split(Regex(r'[\s\S]' if kind == 'char' else WORD_PATTERN), behavior='isolated')
+        t.decoder = decoders.Fuse()
+        t.add_special_tokens(list(tok.specials))
+        return t
+    enc = tok.enc
+    with tempfile.TemporaryDirectory() as d:
+        ordinary = {s: i for s, i in enc._special_tokens.items() if s not in tok.specials}   # GPT-2's <|endoftext|>
+        t = TikTokenConverter(vocab_file=str(_tiktoken_file(enc._mergeable_ranks, Path(d)/'ranks.tiktoken')),
+                              pattern=enc._pat_str, extra_special_tokens=[*ordinary, *tok.specials]).converted()
+    return t
+
+def export_hf(name, out, home=None, checkpoint:str='last', overwrite:bool=False) -> Path:
+    """Write model `name` (a model in `<home>/models`, or a folder) to folder `out` as `transformers` loads it:
+    `AutoModelForCausalLM.from_pretrained(out)` and `AutoTokenizer.from_pretrained(out)`. Returns `out`."""
+    try: from transformers import GPT2Config, GPT2LMHeadModel, PreTrainedTokenizerFast
+    except ImportError: raise ChadGPTError("exporting needs the transformers package: pip install transformers") from None
+    model, tok = load_model(name, home, checkpoint=checkpoint)
+    if (why := gpt2_refusal(model.config)) is not None: raise ChadGPTError(why)
+    out = Path(out).expanduser()
+    if out.exists() and any(out.iterdir()) and not overwrite:
+        raise ConflictError(f"{out} is not empty; pass overwrite to replace what is there")
+    if model.config.attention == 'heads': model = _fused(model)
+    V, eos = tok.vocab_size, tok.special_ids().get('<|assistant_end|>')      # a chat model ends its turn there
+    if eos is None and spec_of(tok).kind == 'gpt2': eos = tok.enc._special_tokens['<|endoftext|>']
+    hf = GPT2LMHeadModel(GPT2Config(**gpt2_config(model.config, V, eos)))
+    missing, unexpected = hf.load_state_dict(gpt2_tensors(model, V), strict=False)
+    if unexpected or [k for k in missing if not k.endswith('.attn.bias') and k != 'lm_head.weight']:
+        raise ChadGPTError(f"the export does not fit GPT2LMHeadModel: missing {missing[:3]}, unexpected {unexpected[:3]}")
+    out.mkdir(parents=True, exist_ok=True)
+    hf.save_pretrained(out)
+    special = {'eos_token': tok.decode([eos])} if eos is not None else {}
+    PreTrainedTokenizerFast(tokenizer_object=hf_tokenizer(tok), model_max_length=model.config.block_size,
+                            clean_up_tokenization_spaces=False, **special).save_pretrained(out)
+    return out
+
+def _fused(model:GPT) -> GPT:
+    "`model` with the lecture's attention heads stacked into one fused projection (the same function)."
+    fused = GPT(replace(model.config, attention='fused'))
+    sd = {k: v for k, v in model.state_dict().items() if '.attn.' not in k}
+    fused.load_state_dict(sd, strict=False)
+    for b, f in zip(model.blocks, fused.blocks): f.attn.copy_from(b.attn)
+    return fused.eval()
