@@ -81,7 +81,7 @@ def test_resume_at_another_world_size_and_across_two_nodes(home):
     close(metrics(home, 'ref'), metrics(home, 'nodes'))
 
 def test_a_killed_worker_restarts_the_group_from_the_checkpoint(home):
-    p = torchrun(home, '--name', 'elastic', '--max-iters', 3000, '--eval-interval', 100, *FLAGS, wait=False,
+    p = torchrun(home, '--name', 'elastic', '--max-iters', 600, '--eval-interval', 100, *FLAGS, wait=False,
                  launcher=['--standalone', '--max-restarts', '1'])
     weights, deadline = home/'models'/'elastic'/'model.safetensors', time.monotonic() + 120
     while True:                                   # wait for a checkpoint past step 0
@@ -95,9 +95,9 @@ def test_a_killed_worker_restarts_the_group_from_the_checkpoint(home):
     code, out = finish(p)
     assert code == 0, out
     st = json.loads((home/'models'/'elastic'/'state.json').read_text())
-    assert st['status'] == 'done' and st['step'] == 3000, st
+    assert st['status'] == 'done' and st['step'] == 600, st
     steps = [m['step'] for m in metrics(home, 'elastic')]
-    assert steps == list(range(0, 3001, 100)), steps                                     # nothing lost, nothing twice
+    assert steps == list(range(0, 601, 100)), steps                                     # nothing lost, nothing twice
     r = chadgpt('sample', 'elastic', '--tokens', 20, home=home)
     assert r.returncode == 0, r.stderr
 

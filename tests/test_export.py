@@ -37,9 +37,9 @@ def same(name, home, text=TEXT, new=16):
     assert theirs == mine
     return out
 
-@pytest.mark.parametrize('shape', [dict(n_layer=1, n_head=5, n_embed=40, qkv_bias=True, tie_weights=False),
-                                   dict(n_layer=3, n_head=2, n_embed=24, gelu='tanh', vocab_multiple=64, dropout=0.1)])
-def test_gpt2_tokenizer_and_shapes(home, shape):
+def test_gpt2_tokenizer_and_back(home):
+    "(Odd shapes and the other tokenizer kinds: the export section of the pretrained chapter.)"
+    shape = dict(n_layer=2, n_head=5, n_embed=40, qkv_bias=True, tie_weights=False, gelu='tanh', vocab_multiple=64, dropout=0.1)
     train('g', GPTConfig(block_size=40, **shape), QUICK, 'plays.txt', home, tokenizer='gpt2', overwrite=True, progress=False)
     out = same('g', home)
     assert json.loads((out/'config.json').read_text())['eos_token_id'] == 50256
