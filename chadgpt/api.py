@@ -5,6 +5,7 @@
 # %% ../nbs/26_api.ipynb #87ec3505
 from __future__ import annotations
 import asyncio, hmac, ipaddress, json, os, re, socket, sys, threading, time, uuid
+from dataclasses import replace
 from itertools import chain, islice
 from contextlib import asynccontextmanager
 from pathlib import Path
@@ -27,7 +28,7 @@ from .core import SETTING_ALIASES, ChadGPTError, NotFoundError, ConflictError, B
 from .model import GPTConfig, head_advice
 from .tokenizers import BPE_DEFAULT, BPE_SIZES, BPE_VOCAB
 from .train import ARCHS, DEFAULT_ARCH, TrainConfig, all_settings, arch_configs, preset_value, saved_configs, split_settings
-from .sample import Sampling, encode_prompt, stream_text
+from .sample import Sampling, StopAt, encode_prompt, stream_text
 from .checkpoint import CHECKPOINTS, WEIGHTS, models_dir
 from .chat import SFT_DEFAULTS, Reply, chat_reply, context_budget, fit_prompt, is_chat, sft_settings
 from .store import PROGRESS, Store, TooLargeError, DiskFullError, job_dir, read_progress
@@ -38,7 +39,7 @@ __all__ = ['Hyperparameters', 'SFTHyperparameters', 'V1_MAX_TOKENS', 'V1_MAX_N',
            'hyperparameters_model', 'TrainRequest', 'SFTRequest', 'sft_configs', 'request_model', 'request_configs',
            'openai_error', 'error_body', 'UnauthorizedError', 'public_message', 'host_name', 'authority', 'Guard',
            'machine_memory', 'create_app', 'Int', 'EvalQuery', 'ChatMessage', 'ChatRequest', 'CompletionRequest',
-           'ChatCompletionRequest', 'StopAt', 'allowed_hosts_for', 'serve']
+           'ChatCompletionRequest', 'allowed_hosts_for', 'serve']
 
 # %% ../nbs/26_api.ipynb #5c4072de
 class _Hyperparameters(BaseModel):
@@ -87,7 +88,7 @@ class TrainRequest(BaseModel):
     resume: bool = Field(False, description="continue the model from its last checkpoint instead of starting afresh")
     processes: int = Field(1, ge=1, le=1024, description="training processes: more than one trains data-parallel under torchrun "
                                                         "(at most one per GPU, or per CPU core, of the server)")
-    device: str = Field('auto', pattern=r'^(auto|cpu|cuda(:\d+)?)$', title=_TRAIN['device'].label, description=_TRAIN['device'].help)
+    device: str = Field('auto', pattern=r'^(auto|cpu|mps|cuda(:\d+)?)$', title=_TRAIN['device'].label, description=_TRAIN['device'].help)
     dtype: Literal[_TRAIN['dtype'].choices] = Field('auto', title=_TRAIN['dtype'].label, description=_TRAIN['dtype'].help)
 
     @field_validator('dataset')
@@ -124,7 +125,7 @@ class SFTRequest(BaseModel):
     resume: bool = Field(False, description="continue the fine-tuning run from its last checkpoint")
     processes: int = Field(1, ge=1, le=1024, description="training processes: more than one trains data-parallel under torchrun "
                                                         "(at most one per GPU, or per CPU core, of the server)")
-    device: str = Field('auto', pattern=r'^(auto|cpu|cuda(:\d+)?)$', title=_TRAIN['device'].label, description=_TRAIN['device'].help)
+    device: str = Field('auto', pattern=r'^(auto|cpu|mps|cuda(:\d+)?)$', title=_TRAIN['device'].label, description=_TRAIN['device'].help)
     dtype: Literal[_TRAIN['dtype'].choices] = Field('auto', title=_TRAIN['dtype'].label, description=_TRAIN['dtype'].help)
 
     @field_validator('base', 'dataset')
@@ -493,14 +494,26 @@ class EvalQuery(BaseModel):
     stream: bool = Field(False, description="stream the text as Server-Sent Events")
     checkpoint: Literal[CHECKPOINTS] = Field('last', description="the weights: the last checkpoint's, or the best validation "
                                                                  "loss's (a model trained with keep_best)")
+    num_samples: Int(1, 8) = Field(1, description="independent samples (seeds seed, seed+1, ...); more than one cannot stream")
+    stop: list[Annotated[str, Field(min_length=1, max_length=200)]] = Field([], max_length=4, description=
+        "up to 4 strings (repeat the parameter); the text ends before the first of them, which is not returned")
+    repetition_penalty: float = Field(1.0, gt=0, le=10, description="above 1: tokens already in the text become less likely")
 
 def _add_eval_route(app:FastAPI, store:Store):
     @app.get('/lm/{name}/eval', summary="Generate text (JSON, or Server-Sent Events with stream=true)")
     def evaluate(name: str, q: Annotated[EvalQuery, Query()]):
-        tokens, prompt, temperature, top_k, top_p, seed = q.tokens, q.prompt, q.temperature, q.top_k, q.top_p, q.seed
-        def pieces(): return stream_text(*store.load(name, checkpoint=q.checkpoint), prompt, tokens, Sampling(temperature, top_k, top_p, seed))
-        def answer(text): return {'eval': text.split('\n') if q.split_newlines else text, 'prompt': prompt, 'tokens': tokens,
-                                  'temperature': temperature, 'top_k': top_k, 'top_p': top_p, 'seed': seed}
+        if q.stream and q.num_samples > 1: raise ChadGPTError("num_samples above 1 cannot stream; ask without stream=true")
+        sampling, texts = Sampling(q.temperature, q.top_k, q.top_p, q.seed, q.repetition_penalty), []
+        def one(i:int):
+            s = sampling if q.seed is None or i == 0 else replace(sampling, seed=(q.seed + i) % 2**63)
+            return StopAt(stream_text(*store.load(name, checkpoint=q.checkpoint), q.prompt, q.tokens, s), q.stop)
+        def pieces():                                # several samples: made one after another, in the same slot
+            return one(0) if q.num_samples == 1 else (texts.append(''.join(one(i))) or '' for i in range(q.num_samples))
+        form = lambda text: text.split('\n') if q.split_newlines else text
+        def answer(text):
+            out = {'eval': form(texts[0] if texts else text), 'prompt': q.prompt, 'tokens': q.tokens, 'temperature': q.temperature,
+                   'top_k': q.top_k, 'top_p': q.top_p, 'seed': q.seed, 'repetition_penalty': q.repetition_penalty, 'stop': q.stop}
+            return {**out, 'samples': [form(t) for t in texts]} if q.num_samples > 1 else out
         return _generation(app, pieces, q.stream, answer)
 
 def _calling(f):
@@ -612,25 +625,6 @@ class ChatCompletionRequest(_V1Request):
     messages: list[dict] = Field(min_length=1, max_length=500, description="OpenAI's list of {role, content}")
 
 
-# %% ../nbs/26_api.ipynb #0fdfb289
-class StopAt:
-    "The text of `pieces` up to the first of the `stops` strings (held back until it cannot be the start of one); `.hit` says if one came."
-    def __init__(self, pieces, stops:list[str]):
-        self.pieces, self.stops, self.hit = pieces, stops, False
-    def __iter__(self):
-        if not self.stops: yield from self.pieces; return
-        keep, buf = max(map(len, self.stops)) - 1, ''
-        for piece in self.pieces:
-            buf += piece
-            cut = min((i for i in (buf.find(s) for s in self.stops) if i >= 0), default=-1)
-            if cut >= 0:
-                self.hit = True
-                if buf[:cut]: yield buf[:cut]
-                return                                            # ends the reply: its generator closes
-            if len(buf) > keep: yield buf[:len(buf) - keep]; buf = buf[len(buf) - keep:]
-        if buf: yield buf
-
-
 # %% ../nbs/26_api.ipynb #a1be15dd
 def _v1_replies(store:Store, req:_V1Request, chat:bool) -> list[tuple[int, Reply]]:
     "The request's `(index, Reply)` for every choice, checked before any token is generated (every prompt, every message)."
@@ -656,9 +650,10 @@ def _v1_run(replies, stops) -> list[tuple[int, str, str]]:
         out.append((i, text, 'stop' if s.hit else r.finish_reason))
     return out
 
-def _v1_events(replies, stops, head:dict, chat:bool, usage:bool=False):
+def _v1_events(replies, stops, head:dict, chat:bool, usage:bool=False, finished=()):
     """OpenAI's stream: a chunk per piece of each choice (chat: a first one with the role), one with its finish reason,
-    with `usage` a last chunk of token counts (and no choices), then `[DONE]`."""
+    with `usage` a last chunk of token counts (and no choices), then `[DONE]`. `finished` is run to its end once the
+    text is made, before those last chunks (it gives the generation slot back)."""
     chunk = lambda i, part, finish=None: 'data: ' + json.dumps({**head, 'choices': [
         {'index': i, **({'delta': part} if chat else {'text': part.get('content', ''), 'logprobs': None}), 'finish_reason': finish}]}) + '\n\n'
     try:
@@ -666,6 +661,7 @@ def _v1_events(replies, stops, head:dict, chat:bool, usage:bool=False):
             if chat: yield chunk(i, {'role': 'assistant', 'content': ''})
             for piece in (s := StopAt(r, stops)): yield chunk(i, {'content': piece})
             yield chunk(i, {}, 'stop' if s.hit else r.finish_reason)
+        for _ in finished: pass
         if usage: yield 'data: ' + json.dumps({**head, 'choices': [], 'usage': _v1_usage(replies)}) + '\n\n'
     except ChadGPTError as e:
         yield 'data: ' + json.dumps(openai_error(500, str(e))) + '\n\n'; return
@@ -690,7 +686,7 @@ def _add_openai_routes(app:FastAPI, store:Store):
             choices = [{'index': i, **({'message': {'role': 'assistant', 'content': t}} if chat else {'text': t, 'logprobs': None}),
                         'finish_reason': f} for i, t, f in _v1_run(replies, req.stop)]
             return {**head, 'object': 'chat.completion' if chat else 'text_completion', 'choices': choices, 'usage': _v1_usage(replies)}
-        return _generation(app, pieces, req.stream, whole, events=lambda it: _v1_events(replies, req.stop, head, chat, bool((req.stream_options or {}).get('include_usage'))))
+        return _generation(app, pieces, req.stream, whole, events=lambda it: _v1_events(replies, req.stop, head, chat, bool((req.stream_options or {}).get('include_usage')), it))
 
     @app.post('/v1/completions', max_body_size=MAX_BODY_BYTES, summary="OpenAI: continue a prompt")
     def v1_completions(req: CompletionRequest): return answer(req, chat=False)

@@ -240,7 +240,8 @@ class Reply:
         s, ends, stream = self.sampling, set(self.tok.special_ids().values()), TextStream(self.tok)
         idx = torch.tensor([self.ids], device=next(self.model.parameters()).device)
         try:
-            for t in self.model.generate_stream(idx, self.max_new_tokens, s.temperature, s.top_k, s.top_p, generator=self.generator):
+            for t in self.model.generate_stream(idx, self.max_new_tokens, s.temperature, s.top_k, s.top_p, generator=self.generator,
+                                                  repetition_penalty=s.repetition_penalty):
                 if (i := t.item()) in ends:
                     self.finish_reason, self.stop_token = 'stop', self.tok.decode([i]); break
                 self.completion_tokens += 1

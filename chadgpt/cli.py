@@ -5,15 +5,19 @@
 # %% ../nbs/29_cli.ipynb #af795a7d
 from __future__ import annotations
 import argparse, contextlib, ipaddress, json, os, signal, sys, threading, time
+import torch
 from pathlib import Path
 from . import __version__
 from .core import ChadGPTError, Setting, unalias, atomic_write, safe_join, slug
 from .model import GPTConfig
 from .device import resolve_device, resolve_dtype
 from .checkpoint import CHECKPOINTS, checkpoint_step, load_model, models_dir, read_json
-from .train import ARCHS, DEFAULT_ARCH, Source, all_settings, arch_configs, split_settings, TrainConfig, train, saved_configs
+from .train import (ARCHS, DEFAULT_ARCH, Source, all_settings, arch_configs, split_settings, TrainConfig, train, saved_configs,
+                           tensorboard_callback, wandb_callback)
 from .distributed import process_group, restart_count
-from .sample import Sampling, stream_text
+from .sample import Sampling, StopAt, stream_text
+from .data import read_text
+from dataclasses import replace
 from .tokenizers import TokenizerSpec
 from .chat import SFT_DEFAULTS, ChatSession, sft_run, sft_settings
 
@@ -65,6 +69,9 @@ def _train_command(sub):
     t.add_argument('--quiet', action='store_true', help="no progress bar")
     t.add_argument('--config', metavar='FILE', help="a TOML file of flat settings (n_layer = 4, max_iters = 3000, dataset = \"plays.txt\"); "
                    "flags given here win over it")
+    t.add_argument('--tensorboard', metavar='DIR', help="also log the losses to TensorBoard in DIR (needs: pip install tensorboard)")
+    t.add_argument('--wandb', metavar='PROJECT', help="also log them to this Weights & Biases project (needs: pip install wandb; "
+                   "WANDB_MODE=offline keeps the run on disk)")
     t.add_argument('--progress-file', metavar='FILE', help="append each evaluation and every 10th step to FILE as a "
                    "JSON line (how the service follows its jobs)")
     t.add_argument('--tokenizer', type=_tokenizer, metavar='KIND', help=TOKENIZER_HELP + " (default: char; resuming: the model's)")
@@ -89,6 +96,9 @@ def _sft_command(sub):
     f.add_argument('--quiet', action='store_true', help="no progress bar")
     f.add_argument('--config', metavar='FILE', help="a TOML file of flat settings (n_layer = 4, max_iters = 3000, data = \"talk.jsonl\"); "
                    "flags given here win over it")
+    f.add_argument('--tensorboard', metavar='DIR', help="also log the losses to TensorBoard in DIR (needs: pip install tensorboard)")
+    f.add_argument('--wandb', metavar='PROJECT', help="also log them to this Weights & Biases project (needs: pip install wandb; "
+                   "WANDB_MODE=offline keeps the run on disk)")
     f.add_argument('--progress-file', metavar='FILE', help="append each evaluation and every 10th step to FILE as a "
                    "JSON line (how the service follows its jobs)")
     _add_config_flags(f.add_argument_group('model (the base\'s shape stays; these two may change)'),
@@ -102,7 +112,9 @@ def _sampling_flags(s, temperature:float=0.8):
     s.add_argument('--top-k', '--top_k', dest='top_k', type=int, default=None, help="keep the K most likely tokens")
     s.add_argument('--top-p', '--top_p', dest='top_p', type=float, default=None, help="nucleus sampling threshold")
     s.add_argument('--seed', type=int, default=None, help="seed for repeatable text")
-    s.add_argument('--device', default='auto', help="auto, cpu or cuda (default: auto)")
+    s.add_argument('--repetition-penalty', '--repetition_penalty', dest='repetition_penalty', type=float, default=1.0,
+                   help="above 1, tokens already in the text become less likely (1.1-1.3 is usual; default: 1, none)")
+    s.add_argument('--device', default='auto', help="auto, cpu, cuda or mps (default: auto)")
     s.add_argument('--dtype', default='float32', choices=('auto', 'float32', 'bfloat16'), help="the weights' precision while "
                    "sampling: bfloat16 halves the memory each token reads (faster on a CPU); auto: bf16 where it is native "
                    "(default: float32)")
@@ -124,7 +136,12 @@ def _sample_command(sub):
     s = sub.add_parser('sample', help="generate text from a trained model", description="Generate text from a model.")
     s.add_argument('name', help="model name in HOME/models, or a model folder")
     s.add_argument('--prompt', default='', help="text to continue (default: start of a line)")
+    s.add_argument('--prompt-file', '--prompt_file', dest='prompt_file', metavar='FILE', help="continue the text of this UTF-8 file")
     s.add_argument('--tokens', type=int, default=500, help="number of tokens to generate (default: 500)")
+    s.add_argument('--num-samples', '--num_samples', dest='num_samples', type=int, default=1,
+                   help="independent samples, separated by a line of dashes (with --seed S: seeds S, S+1, ...; default: 1)")
+    s.add_argument('--stop', action='append', default=[], metavar='TEXT', help="end the text before TEXT, which is not printed "
+                   "(repeatable: the first that comes)")
     _sampling_flags(s)
 
 def _prepare_command(sub):
@@ -278,10 +295,19 @@ def _stopping(loud:bool):
         for s, h in old.items(): signal.signal(s, h)
 
 @contextlib.contextmanager
-def _progress_log(path, main:bool):
-    "A training callback that appends each event to the file at `path` as a JSON line (rank 0 only; `None` without a path)."
-    if not path or not main: yield None; return
-    with open(path, 'a', buffering=1) as f: yield lambda e: f.write(json.dumps(e) + '\n')
+def _callbacks(args, main:bool, name:str, mcfg, tcfg):
+    "The training callback the flags ask for, on rank 0: --progress-file, --tensorboard and --wandb together (`None`: none)."
+    with contextlib.ExitStack() as stack:
+        made = []
+        if main and args.progress_file:
+            f = stack.enter_context(open(args.progress_file, 'a', buffering=1))
+            made.append(lambda e: f.write(json.dumps(e) + '\n'))
+        if main and args.tensorboard: made.append(tensorboard_callback(args.tensorboard))
+        if main and args.wandb:
+            made.append(wandb_callback(args.wandb, name, {'model': mcfg.to_dict(), 'train': tcfg.to_dict()}))
+        for cb in made:
+            if hasattr(cb, 'close'): stack.callback(cb.close)
+        yield (lambda e: [cb(e) for cb in made]) if made else None
 
 def _best_line(st:dict, args):
     "What early stopping and `--keep-best` did, in a line (nothing when neither was asked for)."
@@ -290,6 +316,15 @@ def _best_line(st:dict, args):
               f"{st['best_val_loss']:.4f}, at step {st['best_step']})")
     if args.keep_best:
         print(f"the best weights (val loss {st['best_val_loss']:.4f}, step {st['best_step']}) are kept too: --checkpoint best")
+
+@contextlib.contextmanager
+def _memory_advice(tcfg):
+    "A GPU's out-of-memory error as one line that says what to change."
+    try: yield
+    except torch.cuda.OutOfMemoryError:
+        raise ChadGPTError(f"the GPU ran out of memory at --batch-size {tcfg.batch_size}: lower it and raise --grad-accum to keep "
+                           f"the same step (batch_size × grad_accum = {tcfg.batch_size * tcfg.grad_accum} sequences), or train a "
+                           "smaller model; the last checkpoint is kept") from None
 
 def cmd_train(args) -> int:
     _with_config(args, all_settings('cli'), TRAIN_FILE_KEYS)
@@ -302,7 +337,7 @@ def cmd_train(args) -> int:
             else: args.overwrite = True                      # it died before its first checkpoint: start again
         mcfg, tcfg = _configs(args)
         t0 = time.perf_counter()
-        with _stopping(w.main) as stop, _progress_log(args.progress_file, w.main) as callback:
+        with _stopping(w.main) as stop, _callbacks(args, w.main, args.name, mcfg, tcfg) as callback, _memory_advice(tcfg):
             out = train(args.name, mcfg, tcfg, args.dataset, args.home, resume=args.resume, overwrite=args.overwrite,
                         progress=not args.quiet and w.main, stop=stop, tokenizer=args.tokenizer, init_from=args.init_from,
                         callback=callback)
@@ -320,13 +355,20 @@ def cmd_train(args) -> int:
 
 # %% ../nbs/29_cli.ipynb #ab551b6b
 def cmd_sample(args) -> int:
+    if args.prompt_file and args.prompt: raise ChadGPTError("give --prompt or --prompt-file, not both")
+    if not 1 <= args.num_samples <= 1000: raise ChadGPTError(f"--num-samples must be between 1 and 1000, got {args.num_samples}")
+    prompt = read_text(Path(args.prompt_file).expanduser(), f"prompt file {args.prompt_file}") if args.prompt_file else args.prompt
+    sampling = Sampling(args.temperature, args.top_k, args.top_p, args.seed, args.repetition_penalty)
     device = resolve_device(args.device)
     model, tok = load_model(args.name, args.home, device, resolve_dtype(args.dtype, device), args.checkpoint)
     out = sys.stdout
-    out.write(args.prompt); out.flush()
-    for piece in stream_text(model, tok, args.prompt, args.tokens, Sampling(args.temperature, args.top_k, args.top_p, args.seed)):
-        out.write(piece); out.flush()
-    out.write('\n')
+    for i in range(args.num_samples):
+        if i: out.write('---\n')
+        out.write(prompt); out.flush()
+        seed = None if args.seed is None else args.seed + i
+        for piece in StopAt(stream_text(model, tok, prompt, args.tokens, replace(sampling, seed=seed)), args.stop):
+            out.write(piece); out.flush()
+        out.write('\n')
     return 0
 
 # %% ../nbs/29_cli.ipynb #3c801428
@@ -345,7 +387,7 @@ def cmd_sft(args) -> int:
         if w.main: print(f"{len(d.train) + len(d.val):,} conversations ({len(d.train):,} train, {len(d.val):,} val), "
                          f"{d.truncated:,} cut to the context of {run.model_config.block_size + 1} tokens", file=sys.stderr)
         t0 = time.perf_counter()
-        with _stopping(w.main) as stop, _progress_log(args.progress_file, w.main) as callback:
+        with _stopping(w.main) as stop, _callbacks(args, w.main, name, run.model_config, tcfg) as callback, _memory_advice(tcfg):
             out = run.run(progress=not args.quiet and w.main, stop=stop, callback=callback)
         if not w.main: return 0
     st, home = read_json(out/'state.json'), f" --home {args.home}" if args.home else ''
@@ -388,7 +430,8 @@ def cmd_chat(args) -> int:
     if args.tokens < 1: raise ChadGPTError(f"--tokens must be at least 1, got {args.tokens}")
     device = resolve_device(args.device)
     model, tok = load_model(args.name, args.home, device, resolve_dtype(args.dtype, device), args.checkpoint)
-    session = ChatSession(model, tok, Sampling(args.temperature, args.top_k, args.top_p, args.seed), args.tokens, args.system)
+    session = ChatSession(model, tok, Sampling(args.temperature, args.top_k, args.top_p, args.seed, args.repetition_penalty),
+                          args.tokens, args.system)
     tty, out = sys.stdin.isatty(), sys.stdout
     if tty:
         with contextlib.suppress(ImportError): import readline   # line editing and history for input()

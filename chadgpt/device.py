@@ -9,14 +9,23 @@ import torch
 from .core import ChadGPTError
 
 # %% auto #0
-__all__ = ['resolve_device', 'cpu_has_bf16', 'resolve_dtype', 'autocast']
+__all__ = ['DTYPES', 'mps_available', 'resolve_device', 'cpu_has_bf16', 'cuda_has_bf16', 'resolve_dtype', 'autocast',
+           'grad_scaler']
 
 # %% ../nbs/16_device.ipynb #918be02a
+def mps_available() -> bool:
+    "Whether Apple's Metal backend (MPS: the GPU of an Apple Silicon Mac) is there."
+    mps = getattr(torch.backends, 'mps', None)
+    return bool(mps is not None and mps.is_available())
+
 def resolve_device(device:str='auto') -> torch.device:
-    "`'auto'` becomes CUDA when available, else CPU; asking for CUDA without one is an error."
-    if device == 'auto': device = 'cuda' if torch.cuda.is_available() else 'cpu'
+    "`'auto'` becomes CUDA when available, else Apple's GPU (MPS), else the CPU; asking for a device that is not there is an error."
+    if device == 'auto': device = 'cuda' if torch.cuda.is_available() else 'mps' if mps_available() else 'cpu'
     if device.startswith('cuda') and not torch.cuda.is_available():
         raise ChadGPTError(f"device {device!r} requested but CUDA is not available; use --device cpu")
+    if device == 'mps' and not mps_available():
+        raise ChadGPTError("device 'mps' requested but Apple's Metal backend is not available (it needs an Apple Silicon Mac "
+                           "and macOS 12.3 or later); use --device cpu")
     return torch.device(device)
 
 # %% ../nbs/16_device.ipynb #2de1d0a6
@@ -26,13 +35,27 @@ def cpu_has_bf16() -> bool:
     except OSError: return False
     return bool(flags & {'avx512_bf16', 'amx_bf16'})
 
+def cuda_has_bf16() -> bool:
+    "Whether the GPU computes bfloat16 natively (Ampere and later); one that only emulates it (a T4, a V100) does not count."
+    try: return torch.cuda.is_bf16_supported(including_emulation=False)
+    except TypeError: return torch.cuda.is_bf16_supported()      # PyTorch before 2.4 did not count emulation
+
+DTYPES = {'float32': torch.float32, 'bfloat16': torch.bfloat16, 'float16': torch.float16}
+
 def resolve_dtype(dtype:str, device:torch.device) -> torch.dtype:
-    "The compute dtype for `dtype` ('auto', 'float32', 'bfloat16') on `device`."
+    """The compute dtype for `dtype` ('auto', 'float32', 'bfloat16', 'float16') on `device`. `auto`: bf16 where the
+    hardware computes it natively, float16 on a GPU without it, float32 on Apple's GPU and on other CPUs."""
     if dtype == 'auto':
-        fast = torch.cuda.is_bf16_supported() if device.type == 'cuda' else device.type == 'cpu' and cpu_has_bf16()
-        return torch.bfloat16 if fast else torch.float32
-    return {'float32': torch.float32, 'bfloat16': torch.bfloat16}[dtype]
+        if device.type == 'cuda': return torch.bfloat16 if cuda_has_bf16() else torch.float16
+        return torch.bfloat16 if device.type == 'cpu' and cpu_has_bf16() else torch.float32
+    if dtype == 'float16' and device.type == 'mps':
+        raise ChadGPTError("float16 training is not supported on Apple's GPU here; use float32 (the default) or bfloat16")
+    return DTYPES[dtype]
 
 def autocast(device:torch.device, dtype:torch.dtype):
     "The autocast context for computing in `dtype` on `device` (a no-op for float32)."
-    return torch.autocast(device.type, dtype=torch.bfloat16, enabled=dtype == torch.bfloat16)
+    return torch.autocast(device.type, dtype=dtype if dtype != torch.float32 else torch.bfloat16, enabled=dtype != torch.float32)
+
+def grad_scaler(device:torch.device, dtype:torch.dtype):
+    "The gradient scaler float16 needs (its narrow exponent range loses small gradients unless the loss is scaled up); inert otherwise."
+    return torch.amp.GradScaler(device.type, enabled=dtype == torch.float16)

@@ -16,8 +16,8 @@ from .attention import MultiHeadAttention, CausalSelfAttention, Dropout, Rotary
 
 # %% auto #0
 __all__ = ['PRESETS', 'HUB_MODELS', 'head_advice', 'GPTConfig', 'FeedForward', 'make_norm', 'Block', 'GPT', 'config_from_lecture',
-           'state_dict_from_lecture', 'check_sampling', 'sample_next', 'GPTCache', 'config_from_hf', 'hf_key',
-           'state_dict_from_hf']
+           'state_dict_from_lecture', 'check_sampling', 'penalise_repeats', 'sample_next', 'GPTCache', 'config_from_hf',
+           'hf_key', 'state_dict_from_hf']
 
 # %% ../nbs/12_model.ipynb #b44fd877
 def head_advice(n_embed:int, n_head:int) -> str:
@@ -189,9 +189,9 @@ class GPT(nn.Module):
 
     @torch.no_grad()
     def generate_stream(self, idx, max_new_tokens:int, temperature:float=1.0, top_k:int|None=None,
-                        top_p:float|None=None, generator=None, use_cache:bool=True):
+                        top_p:float|None=None, generator=None, use_cache:bool=True, repetition_penalty:float=1.0):
         "Yield `max_new_tokens` sampled tokens, each `(B, 1)`, continuing the context `idx` `(B, T)`."
-        check_sampling(temperature, top_k, top_p)
+        check_sampling(temperature, top_k, top_p, repetition_penalty)
         if idx.ndim != 2 or idx.shape[1] == 0: raise ChadGPTError("generation needs a (B, T) context with T >= 1")
         was_training, cache = self.training, GPTCache(self) if use_cache else None
         self.eval()
@@ -199,15 +199,17 @@ class GPT(nn.Module):
             for _ in range(max_new_tokens):
                 if cache is None: logits, _ = self(idx[:, -self.config.block_size:])   # the window, whole
                 else: logits = cache.logits(idx)                  # the same logits, reading only the new token
-                nxt = sample_next(logits[:, -1, :self.config.vocab_size], temperature, top_k, top_p, generator)
+                last = logits[:, -1, :self.config.vocab_size]
+                if repetition_penalty != 1: last = penalise_repeats(last, idx, repetition_penalty)
+                nxt = sample_next(last, temperature, top_k, top_p, generator)
                 idx = torch.cat((idx, nxt), dim=1)                # (B, T+1)
                 yield nxt
         finally: self.train(was_training)
 
     def generate(self, idx, max_new_tokens:int, temperature:float=1.0, top_k:int|None=None,
-                 top_p:float|None=None, generator=None, use_cache:bool=True):
+                 top_p:float|None=None, generator=None, use_cache:bool=True, repetition_penalty:float=1.0):
         "`idx` `(B, T)` followed by `max_new_tokens` sampled tokens: `(B, T + max_new_tokens)`."
-        new = self.generate_stream(idx, max_new_tokens, temperature, top_k, top_p, generator, use_cache)
+        new = self.generate_stream(idx, max_new_tokens, temperature, top_k, top_p, generator, use_cache, repetition_penalty)
         return torch.cat([idx, *new], dim=1)
 
     @classmethod
@@ -270,7 +272,7 @@ def state_dict_from_lecture(sd:dict, config:GPTConfig) -> dict:
     return out
 
 # %% ../nbs/12_model.ipynb #6777cf3f
-def check_sampling(temperature:float=1.0, top_k:int|None=None, top_p:float|None=None):
+def check_sampling(temperature:float=1.0, top_k:int|None=None, top_p:float|None=None, repetition_penalty:float=1.0):
     "Raise `ChadGPTError` for sampling settings outside their ranges."
     if isinstance(temperature, bool) or not isinstance(temperature, (int, float)) or not 0 <= temperature <= 100:
         raise ChadGPTError(f"temperature must be between 0 and 100, got {temperature!r}")
@@ -278,6 +280,14 @@ def check_sampling(temperature:float=1.0, top_k:int|None=None, top_p:float|None=
         raise ChadGPTError(f"top_k must be a positive integer, got {top_k!r}")
     if top_p is not None and (isinstance(top_p, bool) or not isinstance(top_p, (int, float)) or not 0 < top_p <= 1):
         raise ChadGPTError(f"top_p must be in (0, 1], got {top_p!r}")
+    if isinstance(repetition_penalty, bool) or not isinstance(repetition_penalty, (int, float)) or not 0 < repetition_penalty <= 10:
+        raise ChadGPTError(f"repetition_penalty must be in (0, 10] (1: none; 1.1-1.3 is usual), got {repetition_penalty!r}")
+
+def penalise_repeats(logits, idx, penalty:float):
+    """`logits` `(B, V)` with the tokens already in `idx` `(B, T)` made less likely (CTRL's repetition penalty, as
+    llama.cpp and `transformers` apply it): a positive score divided by `penalty`, a negative one multiplied."""
+    score = logits.gather(1, idx)                        # every token of the context so far (a repeat counts once)
+    return logits.scatter(1, idx, torch.where(score > 0, score / penalty, score * penalty))
 
 def sample_next(logits, temperature:float=1.0, top_k:int|None=None, top_p:float|None=None, generator=None):
     "Sample one token id per row from last-position logits `(B, vocab_size)`; returns `(B, 1)`."

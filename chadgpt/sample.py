@@ -12,7 +12,7 @@ from .tokenizers import TextStream
 from .model import GPT, check_sampling
 
 # %% auto #0
-__all__ = ['Sampling', 'encode_prompt', 'make_generator', 'stream_text', 'generate_text']
+__all__ = ['Sampling', 'encode_prompt', 'make_generator', 'stream_text', 'generate_text', 'StopAt']
 
 # %% ../nbs/22_sample.ipynb #181022ee
 def _check_seed(seed):
@@ -21,13 +21,16 @@ def _check_seed(seed):
 
 @dataclass(frozen=True)
 class Sampling:
-    "How each next token is picked: `temperature` (0: greedy), `top_k`, `top_p`, and a `seed` for repeatable text."
+    """How each next token is picked: `temperature` (0: greedy), `top_k`, `top_p`, a `seed` for repeatable text, and a
+    `repetition_penalty` (above 1: tokens already in the text become less likely)."""
     temperature: float = 1.0
     top_k: int|None = None
     top_p: float|None = None
     seed: int|None = None
+    repetition_penalty: float = 1.0
 
-    def __post_init__(self): check_sampling(self.temperature, self.top_k, self.top_p); _check_seed(self.seed)
+    def __post_init__(self):
+        check_sampling(self.temperature, self.top_k, self.top_p, self.repetition_penalty); _check_seed(self.seed)
 
     @classmethod
     def of(cls, sampling=None, *settings, **fields) -> Sampling:
@@ -65,7 +68,8 @@ def stream_text(model:GPT, tokenizer, prompt:str='', max_new_tokens:int=500, sam
     idx, g = encode_prompt(tokenizer, prompt, device), make_generator(s.seed, device)
     if idx.max() >= model.config.vocab_size:     # a tokenizer larger than the model (an imported small GPT-2)
         raise ChadGPTError(f"the prompt has token {idx.max().item()}, outside this model's {model.config.vocab_size} tokens")
-    tokens = model.generate_stream(idx, max_new_tokens, s.temperature, s.top_k, s.top_p, generator=g, use_cache=use_cache)
+    tokens = model.generate_stream(idx, max_new_tokens, s.temperature, s.top_k, s.top_p, generator=g, use_cache=use_cache,
+                                   repetition_penalty=s.repetition_penalty)
     return _decoded(tokens, TextStream(tokenizer))
 
 def _decoded(tokens, stream):
@@ -77,3 +81,22 @@ def generate_text(model:GPT, tokenizer, prompt:str='', max_new_tokens:int=500, s
                   use_cache:bool=True, **fields) -> str:
     "The text generated after `prompt` (the prompt itself is not included); the settings as `stream_text` takes them."
     return ''.join(stream_text(model, tokenizer, prompt, max_new_tokens, sampling, *settings, use_cache=use_cache, **fields))
+
+# %% ../nbs/22_sample.ipynb #aab813b0
+class StopAt:
+    "The text of `pieces` up to the first of the `stops` strings (held back until it cannot be the start of one); `.hit` says if one came."
+    def __init__(self, pieces, stops:list[str]|None=None):
+        self.pieces, self.stops, self.hit = pieces, list(stops or []), False
+        if any(not isinstance(s, str) or not s for s in self.stops): raise ChadGPTError("a stop string cannot be empty")
+    def __iter__(self):
+        if not self.stops: yield from self.pieces; return
+        keep, buf = max(map(len, self.stops)) - 1, ''
+        for piece in self.pieces:
+            buf += piece
+            cut = min((i for i in (buf.find(s) for s in self.stops) if i >= 0), default=-1)
+            if cut >= 0:
+                self.hit = True
+                if buf[:cut]: yield buf[:cut]
+                return                                            # ends the text: its generator closes
+            if len(buf) > keep: yield buf[:len(buf) - keep]; buf = buf[len(buf) - keep:]
+        if buf: yield buf

@@ -18,7 +18,7 @@ from .tokens import bits_per_byte, prepare
 from .model import GPT, GPTConfig, PRESETS
 from .distributed import any_rank, barrier, share, world
 # device, optimizer and checkpoint names: those the loop uses, and those chadgpt.train held before the split
-from .device import autocast, cpu_has_bf16, resolve_device, resolve_dtype
+from .device import autocast, cpu_has_bf16, grad_scaler, resolve_device, resolve_dtype
 from .optim import Muon, Optimizers, configure_optimizer, get_lr, newton_schulz
 from .checkpoint import (BEST, CONFIG, METRICS, NEXT_OPTIMIZER, OPTIMIZER, STATE, TOKENIZER, WEIGHTS, _load_weights,
                                 _restore_checkpoint, _save_checkpoint, checkpoint_step, list_models, load_model,
@@ -26,7 +26,8 @@ from .checkpoint import (BEST, CONFIG, METRICS, NEXT_OPTIMIZER, OPTIMIZER, STATE
 
 # %% auto #0
 __all__ = ['MACHINE', 'TRAIN_PRESETS', 'ARCHS', 'DEFAULT_ARCH', 'TrainConfig', 'estimate_loss', 'train', 'Source', 'TrainingRun',
-           'saved_configs', 'arch_configs', 'all_settings', 'preset_value', 'split_settings', 'train_step']
+           'saved_configs', 'arch_configs', 'all_settings', 'preset_value', 'split_settings', 'train_step',
+           'tensorboard_callback', 'wandb_callback']
 
 # %% ../nbs/21_train.ipynb #f39258d0
 MACHINE = ('cli',)   # where the machine's own settings are set: see "Where each setting is set" below
@@ -56,11 +57,12 @@ class TrainConfig:
     beta1: float = setting(0.9, 'Adam beta1', "decay of the gradient's running mean", lo=0, hi=1, hi_open=True, group='training')
     beta2: float = setting(0.99, 'Adam beta2', "decay of the squared gradient's running mean", lo=0, hi=1, hi_open=True,
                            group='training')
-    device: str = setting('auto', 'Device', "auto (CUDA if available, else CPU), cpu, cuda or cuda:N", group='training',
-                          interfaces=MACHINE)
+    device: str = setting('auto', 'Device', "auto (CUDA if available, else Apple's GPU, else CPU), cpu, cuda, cuda:N or mps",
+                          group='training', interfaces=MACHINE)
     seed: int = setting(1337, 'Seed', "the same seed, the same run", lo=0, hi=2**32 - 1, group='training')
-    dtype: str = setting('auto', 'Precision', "float32, bfloat16 (autocast), or auto: bf16 where the hardware computes it natively",
-                         choices=('auto', 'float32', 'bfloat16'), group='training', interfaces=MACHINE)
+    dtype: str = setting('auto', 'Precision', "float32, bfloat16 (autocast), float16 (autocast and a gradient scaler), or auto: "
+                         "bf16 where the hardware computes it natively, float16 on a GPU without it", choices=('auto', 'float32',
+                         'bfloat16', 'float16'), group='training', interfaces=MACHINE)
     compile: bool = setting(False, 'Compile', "torch.compile the model (slow to start, faster per step)", group='training',
                             interfaces=MACHINE)
     grad_accum: int = setting(1, 'Gradient accumulation', "micro-steps whose gradients make one optimizer step", lo=1, hi=1024,
@@ -76,8 +78,8 @@ class TrainConfig:
         check_settings(self)
         if self.min_lr is not None and self.min_lr > self.learning_rate:
             raise ChadGPTError(f"min_lr must be <= learning_rate ({self.learning_rate}), got {self.min_lr!r}")
-        if not (self.device in ('auto', 'cpu', 'cuda') or re.fullmatch(r'cuda:\d+', self.device)):
-            raise ChadGPTError(f"device must be auto, cpu, cuda or cuda:N, got {self.device!r}")
+        if not (self.device in ('auto', 'cpu', 'cuda', 'mps') or re.fullmatch(r'cuda:\d+', self.device)):
+            raise ChadGPTError(f"device must be auto, cpu, cuda, cuda:N or mps, got {self.device!r}")
 
     def to_dict(self) -> dict: return asdict(self)
 
@@ -234,10 +236,12 @@ class TrainingRun:
         self.model = model = GPT(self.model_config).to(device)
         if self.init_from is not None: self.load_base(model)      # before a rerun replaces the folder
         self.opt, self.gen = configure_optimizer(model, tcfg, device), torch.Generator().manual_seed(tcfg.seed)
+        self.scaler = grad_scaler(device, self.dtype)          # float16's loss scaling (inert in other precisions)
         barrier(w)                               # every rank has checked its request before rank 0 changes the folder
         if w.main: self._open_folder()
         barrier(w)
         start, prev = (_restore_checkpoint(out, model, self.opt, self.gen, device), read_json(out/STATE)) if self.resuming else (0, {})
+        if self.scaler.is_enabled() and prev.get('grad_scaler'): self.scaler.load_state_dict(prev['grad_scaler'])
         self.state = {'status': 'running', 'step': start, 'max_iters': tcfg.max_iters, 'train_loss': prev.get('train_loss'),
                       'val_loss': prev.get('val_loss'), 'val_bpb': prev.get('val_bpb'), 'elapsed_s': prev.get('elapsed_s', 0.0),
                       'device': str(device), 'dtype': str(self.dtype).removeprefix('torch.'), 'processes': w.size,
@@ -282,6 +286,7 @@ class TrainingRun:
         bar = tqdm(total=tcfg.max_iters, initial=start, desc=out.name, disable=not progress, unit='step', mininterval=0.5)
         def save(status):
             state.update(status=status, step=step, elapsed_s=round(elapsed0 + time.perf_counter() - t_start, 3))
+            if self.scaler.is_enabled(): state['grad_scaler'] = self.scaler.state_dict()   # resumes with the same scale
             if w.main: _save_checkpoint(out, self.model, self.opt, self.gen, state)
         try:
             while True:
@@ -368,7 +373,7 @@ def train_step(model, opt, x, y, device, dtype=torch.float32, grad_clip:float=1.
     return loss
 
 def _to(t, device):
-    return t if device.type == 'cpu' else t.pin_memory().to(device, non_blocking=True)
+    return t if device.type == 'cpu' else t.pin_memory().to(device, non_blocking=True) if device.type == 'cuda' else t.to(device)
 
 def _train_step(run:TrainingRun, step:int):
     "`run`'s optimizer step `step` over this rank's share of the global batch, in `grad_accum` micro-steps: `(mean loss, lr)`."
@@ -382,10 +387,12 @@ def _train_step(run:TrainingRun, step:int):
         rows = share(B, K, w, m)
         with nullcontext() if w.size == 1 or m == K - 1 else net.no_sync():   # all-reduce once, after the last one
             with autocast(device, dtype): _, loss = net(_to(x[rows], device), _to(y[rows], device))
-            (loss / K if K > 1 else loss).backward()                  # a sum of K means / K: the mean
+            run.scaler.scale(loss / K if K > 1 else loss).backward()  # a sum of K means / K: the mean (float16: scaled)
         total = total + loss.detach()
+    run.scaler.unscale_(opt)                                  # float16: the true gradients, before they are clipped
     if tcfg.grad_clip: torch.nn.utils.clip_grad_norm_(net.parameters(), tcfg.grad_clip)
-    opt.step()
+    run.scaler.step(opt)                                      # (float16: skipped when a gradient overflowed)
+    run.scaler.update()
     opt.zero_grad(set_to_none=True)
     return total / K, lr
 
@@ -398,3 +405,26 @@ def _append_metrics(out, record, step):
 def _diverged(step, tcfg):
     raise ChadGPTError(f"training diverged: the loss is not finite at step {step}; retrain with a learning_rate below "
                        f"{tcfg.learning_rate:g} (the last good checkpoint is kept)")
+
+# %% ../nbs/21_train.ipynb #4a232438
+def tensorboard_callback(log_dir):
+    "A training callback writing each evaluation's record and every logged step's loss and throughput to TensorBoard in `log_dir`."
+    try: from torch.utils.tensorboard import SummaryWriter
+    except ImportError: raise ChadGPTError("--tensorboard needs the tensorboard package: pip install tensorboard") from None
+    writer = SummaryWriter(str(Path(log_dir).expanduser()))
+    def log(e:dict):
+        keys = ('train_loss', 'val_loss', 'val_bpb', 'lr') if e['event'] == 'eval' else ('loss', 'tokens_per_s')
+        for k in keys:
+            if e.get(k) is not None: writer.add_scalar(k, e[k], e['step'])
+        writer.flush()
+    log.close = writer.close
+    return log
+
+def wandb_callback(project:str, name:str, config:dict):
+    "A training callback logging the same to Weights & Biases project `project` as run `name` (with the run's `config`)."
+    try: import wandb
+    except ImportError: raise ChadGPTError("--wandb needs the wandb package: pip install wandb") from None
+    run = wandb.init(project=project, name=name, config=config)
+    def log(e:dict): run.log({k: v for k, v in e.items() if k not in ('event', 'step', 'max_iters') and v is not None}, step=e['step'])
+    log.close = run.finish
+    return log

@@ -4,7 +4,8 @@
 
 # %% ../nbs/27_widgets.ipynb #b28c7683
 from __future__ import annotations
-import html, io, threading, time
+import html, io, itertools, threading, time
+from dataclasses import replace
 import ipywidgets as W
 import torch
 from matplotlib.figure import Figure
@@ -13,7 +14,7 @@ from .model import GPT, GPTConfig
 from .checkpoint import load_model, read_metrics
 from .tokenizers import BPE_VOCAB
 from .train import ARCHS, DEFAULT_ARCH, TrainConfig, all_settings, arch_configs, preset_value, saved_configs, split_settings
-from .sample import Sampling, stream_text
+from .sample import Sampling, StopAt, stream_text
 from .data import BUILTINS
 from .store import Store
 from .chat import CHAT_BUILTIN, SFT_DEFAULTS, ChatSession, sft_settings
@@ -253,7 +254,7 @@ class TrainPanel(W.VBox):
 
 # %% ../nbs/27_widgets.ipynb #4a87bf74
 class SamplePanel(W.VBox):
-    "Prompt, temperature, top-k, top-p, length and seed; Generate streams the text into the panel."
+    "Prompt, temperature, top-k, top-p, length, seed, samples, a stop string and a repetition penalty; Generate streams the text into the panel."
     def __init__(self, model:str|GPT, tokenizer=None, home=None, prompt:str=''):
         if isinstance(model, GPT):
             if tokenizer is None: raise ChadGPTError("pass the model's tokenizer too")
@@ -265,6 +266,9 @@ class SamplePanel(W.VBox):
         self.top_p = W.FloatSlider(value=1.0, min=0.05, max=1.0, step=0.05, description='top-p')
         self.length = W.IntSlider(value=300, min=1, max=5000, description='length')
         self.seed = W.BoundedIntText(value=-1, min=-1, max=2**31 - 1, description='seed (-1 random)', style={'description_width': 'initial'})
+        self.samples = W.BoundedIntText(value=1, min=1, max=8, description='samples', style={'description_width': 'initial'})
+        self.stop_at = W.Text(placeholder='stop before this text (optional)', description='stop at')
+        self.penalty = W.FloatSlider(value=1.0, min=0.5, max=2.0, step=0.05, description='repetition penalty', style={'description_width': 'initial'})
         self.generate_button = W.Button(description='Generate', button_style='primary', icon='pencil')
         self.stop_button = W.Button(description='Stop', icon='stop', disabled=True)
         self.message = W.HTML()
@@ -272,7 +276,8 @@ class SamplePanel(W.VBox):
         self.generate_button.on_click(lambda b: self.generate())
         self.stop_button.on_click(lambda b: self._stop.set())
         self._stop, self._worker = threading.Event(), None
-        super().__init__([self.prompt, W.HBox([self.temperature, self.length]), W.HBox([self.top_k, self.top_p]), self.seed,
+        super().__init__([self.prompt, W.HBox([self.temperature, self.length]), W.HBox([self.top_k, self.top_p]),
+                          W.HBox([self.seed, self.samples]), W.HBox([self.stop_at, self.penalty]),
                           W.HBox([self.generate_button, self.stop_button]), self.message, self.output])
 
     def generate(self):
@@ -280,16 +285,26 @@ class SamplePanel(W.VBox):
         if self._worker is not None and self._worker.is_alive(): return
         try:
             sampling = Sampling(self.temperature.value, self.top_k.value or None, self.top_p.value if self.top_p.value < 1 else None,
-                                None if self.seed.value < 0 else self.seed.value)
-            pieces = stream_text(self.model, self.tokenizer, self.prompt.value, self.length.value, sampling)
+                                None if self.seed.value < 0 else self.seed.value, self.penalty.value)
+            pieces = self._samples(sampling)
+            first = next(pieces, '')                           # a prompt the model cannot read fails here, in the panel
         except ChadGPTError as e:
             self.message.value = message_html(str(e), error=True); return
+        pieces = itertools.chain([first], pieces)
         self.message.value, self.text = '', self.prompt.value
         self._show()
         self._stop.clear()
         self.generate_button.disabled, self.stop_button.disabled = True, False
         self._worker = threading.Thread(target=self._run, args=(pieces,), daemon=True)
         self._worker.start()
+
+    def _samples(self, sampling:Sampling):
+        "The text of every sample, the later ones after a line of dashes and the prompt (seeds seed, seed+1, ...)."
+        stops, prompt = [self.stop_at.value] if self.stop_at.value else [], self.prompt.value
+        for i in range(self.samples.value):
+            if i: yield '\n---\n' + prompt
+            s = sampling if sampling.seed is None else replace(sampling, seed=sampling.seed + i)
+            yield from StopAt(stream_text(self.model, self.tokenizer, prompt, self.length.value, s), stops)
 
     def _run(self, pieces):
         buf, last = [], time.monotonic()

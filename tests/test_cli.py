@@ -107,7 +107,8 @@ BAD = [
     (['sample', 'tiny', '--top-k', '0'], "top_k must be a positive integer"),
     (['sample', 'tiny', '--tokens', '-5'], "max_new_tokens must be a non-negative integer"),
     (['sample', 'tiny', '--prompt', '€'], "'€' (U+20AC) at position 0"),
-    (['train', '--dtype', 'float16'], "dtype must be auto, float32 or bfloat16, got 'float16'"),
+    (['train', '--dtype', 'float64'], "dtype must be auto, float32, bfloat16 or float16, got 'float64'"),
+    (['train', '--device', 'mps'], "Apple's Metal backend is not available"),
     (['serve', '--port', '70000'], "--port must be between 1 and 65535"),
     (['bench', '--config', 'huge'], "invalid choice: 'huge'"),
     (['bench', '--steps', '0'], "--steps must be at least 1"),
@@ -134,6 +135,40 @@ def test_a_config_file_and_flags_over_it(home):
     saved = json.loads((home/'models'/'filed'/'config.json').read_text())
     assert (saved['model']['n_head'], saved['model']['rotary'], saved['train']['learning_rate'], saved['train']['lr_decay'],
             saved['train']['max_iters'], saved['train']['optimizer']) == (2, False, 3e-3, False, 6, 'adamw')
+
+def test_float16_with_a_gradient_scaler_resumes_exactly(home):
+    "float16 (for GPUs without bf16) trains with a gradient scaler, checked on the CPU: a resumed run equals an unbroken one."
+    run = ['--dtype', 'float16', '--eval-interval', 4, '--arch', 'lecture', *TINY]
+    assert chadgpt('train', '--name', 'whole', '--max-iters', 8, *run, home=home).returncode == 0
+    assert chadgpt('train', '--name', 'half', '--max-iters', 4, *run, home=home).returncode == 0
+    st = json.loads((home/'models'/'half'/'state.json').read_text())
+    assert st['dtype'] == 'float16' and st['grad_scaler']['scale'] > 1, st
+    r = chadgpt('train', '--name', 'half', '--resume', '--max-iters', 8, '--quiet', home=home)
+    assert r.returncode == 0, r.stderr
+    losses = lambda name: [(m['step'], m['train_loss'], m['val_loss']) for m in read_metrics(home/'models'/name)]
+    assert losses('half') == losses('whole')
+
+def test_logging_to_tensorboard_and_wandb(home, tmp_path):
+    "--tensorboard writes the evaluations' records; --wandb (where wandb is installed) keeps an offline run."
+    import importlib.util
+    from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
+    wandb = [] if importlib.util.find_spec('wandb') is None else ['--wandb', 'chadgpt-test']
+    r = chadgpt('train', '--name', 'logged', '--max-iters', 20, '--eval-interval', 10, '--tensorboard', tmp_path/'tb', *wandb, *TINY,
+                home=home, env={'WANDB_MODE': 'offline', 'WANDB_DIR': str(tmp_path), 'WANDB_SILENT': 'true'})
+    assert r.returncode == 0, r.stderr
+    ea = EventAccumulator(str(tmp_path/'tb')); ea.Reload()
+    assert [e.step for e in ea.Scalars('val_loss')] == [0, 10, 20]
+    assert [round(e.value, 5) for e in ea.Scalars('val_loss')] == [m['val_loss'] for m in read_metrics(home/'models'/'logged')]
+    if wandb: assert list((tmp_path/'wandb').glob('offline-run-*/run-*.wandb')), list((tmp_path/'wandb').rglob('*'))[:10]
+
+def test_a_gpu_out_of_memory_is_one_line(monkeypatch, capsys):
+    import chadgpt.cli as cli
+    def oom(*a, **k): raise torch.cuda.OutOfMemoryError("CUDA out of memory. Tried to allocate 2.00 GiB")
+    monkeypatch.setattr(cli, 'train', oom)
+    assert cli.main(['train', '--batch-size', '64', '--grad-accum', '2', '--home', '/nonexistent']) == 2
+    err = capsys.readouterr().err
+    assert "the GPU ran out of memory at --batch-size 64: lower it and raise --grad-accum" in err and "128 sequences" in err
+    assert err.count('\n') == 1, err
 
 def test_bench_prints_a_table_and_writes_json(tmp_path):
     r = chadgpt('bench', '--config', 'small', '--steps', '1', '--tokens', '8', '--no-compile', '--json', tmp_path/'b.json')

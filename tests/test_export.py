@@ -79,7 +79,5 @@ def test_the_command(home):
     r = chadgpt('export', 'lect', home/'out', home=home)
     assert r.returncode == 0 and 'AutoModelForCausalLM.from_pretrained' in r.stdout, r.stderr
     assert {'config.json', 'model.safetensors', 'tokenizer.json', 'tokenizer_config.json'} <= {p.name for p in (home/'out').iterdir()}
-    r = chadgpt('export', 'lect', home/'out', home=home)                       # not over a folder with files in it
-    assert r.returncode == 2 and 'not empty' in r.stderr
-    r = chadgpt('export', 'lect', home/'out', '--checkpoint', 'best', home=home)
-    assert r.returncode == 2 and 'no best checkpoint' in r.stderr
+    with pytest.raises(Exception, match='not empty'): export_hf('lect', home/'out', home)   # not over a folder with files in it
+    with pytest.raises(Exception, match='no best checkpoint'): export_hf('lect', home/'out2', home, checkpoint='best')
