@@ -314,7 +314,7 @@ def _best_line(st:dict, args):
     if st.get('stopped_early'):
         print(f"stopped early: no lower validation loss in the last {args.early_stop or 'few'} evaluations (the best, "
               f"{st['best_val_loss']:.4f}, at step {st['best_step']})")
-    if args.keep_best:
+    if args.keep_best and st.get('best_val_loss') is not None:
         print(f"the best weights (val loss {st['best_val_loss']:.4f}, step {st['best_step']}) are kept too: --checkpoint best")
 
 @contextlib.contextmanager

@@ -452,8 +452,10 @@ class JobStore(DatasetStore):
         for f in sorted(root.glob(f'*/{JOB}')) if root.is_dir() else []:
             try: rec, name = read_json(f), check_name(f.parent.name)
             except ChadGPTError: continue
-            if rec.get('state') not in ('queued', 'running'): continue
-            proc = JobProcess(rec['pid'], rec['created']) if rec.get('pid') else None
+            if not isinstance(rec, dict) or rec.get('state') not in ('queued', 'running'): continue
+            pid, created = rec.get('pid'), rec.get('created')
+            ok = isinstance(pid, int) and not isinstance(pid, bool) and pid > 0 and isinstance(created, (int, float))
+            proc = JobProcess(pid, created) if ok else None       # (a damaged job.json: as if its process had ended)
             if rec['state'] == 'running' and proc is not None and proc.alive():
                 job = self.jobs[name] = Job(name, 'running', rec.get('step', 0), rec.get('max_iters', 0), config=rec.get('config'),
                                             memory=rec.get('memory', 0), processes=rec.get('processes', 1),

@@ -69,3 +69,13 @@ def test_exit_reasons(tmp_path):
     log.write_text("RuntimeError: DefaultCPUAllocator: can't allocate memory: you tried to allocate 1 bytes\n")
     assert exit_reason(1, log, 2**30).startswith('ran out of memory: this server lets the job use 1,024 MiB')
     assert exit_reason(3, tmp_path/'missing') == "the job's process exited with status 3"
+
+def test_a_restarted_server_survives_damaged_job_files(tmp_path):
+    "job.json files a crash (or a person) left damaged never stop a server from starting; a reused pid is not adopted."
+    for name, text in {'a': '{"state": "running", "pid": "x"}', 'b': '{"state": "running", "pid": 1, "created": 5.0}',
+                       'c': '{"state": "queued"}', 'd': '"not an object"', 'e': '{bad'}.items():
+        (tmp_path/'jobs'/name).mkdir(parents=True)
+        (tmp_path/'jobs'/name/'job.json').write_text(text)
+    store = Store(tmp_path)
+    assert {n: j.state for n, j in store.jobs.items()} == {'c': 'failed'}      # pid 1 is alive, but not the job's process
+    assert 'before this job started' in store.status('c')['error']
