@@ -59,6 +59,16 @@ def _add_config_flags(p, settings):
                        help=f"{about} (default: {'unset' if s.default is None else s.default}{limits})".replace('%', '%%'))
 
 # %% ../nbs/29_cli.ipynb #b7f90bdd
+def _run_flags(p, example:str):
+    "The flags `train` and `sft` share for a run's settings file and where its progress goes."
+    p.add_argument('--config', metavar='FILE', help=f"a TOML file of flat settings (n_layer = 4, max_iters = 3000, {example}); "
+                   "flags given here win over it")
+    p.add_argument('--tensorboard', metavar='DIR', help="also log the losses to TensorBoard in DIR (needs: pip install tensorboard)")
+    p.add_argument('--wandb', metavar='PROJECT', help="also log them to this Weights & Biases project (needs: pip install wandb; "
+                   "WANDB_MODE=offline keeps the run on disk)")
+    p.add_argument('--progress-file', metavar='FILE', help="append each evaluation and every 10th step to FILE as a "
+                   "JSON line (how the service follows its jobs)")
+
 def _train_command(sub):
     t = sub.add_parser('train', help="train a model (or resume one)", description="Train a GPT language model.")
     t.add_argument('--dataset', help="built-in name (shakespeare), a file in HOME/data, or a path (default: shakespeare)")
@@ -67,13 +77,7 @@ def _train_command(sub):
     t.add_argument('--resume', action='store_true', help="continue the named model from its last checkpoint")
     t.add_argument('--overwrite', action='store_true', help="replace an existing model of the same name")
     t.add_argument('--quiet', action='store_true', help="no progress bar")
-    t.add_argument('--config', metavar='FILE', help="a TOML file of flat settings (n_layer = 4, max_iters = 3000, dataset = \"plays.txt\"); "
-                   "flags given here win over it")
-    t.add_argument('--tensorboard', metavar='DIR', help="also log the losses to TensorBoard in DIR (needs: pip install tensorboard)")
-    t.add_argument('--wandb', metavar='PROJECT', help="also log them to this Weights & Biases project (needs: pip install wandb; "
-                   "WANDB_MODE=offline keeps the run on disk)")
-    t.add_argument('--progress-file', metavar='FILE', help="append each evaluation and every 10th step to FILE as a "
-                   "JSON line (how the service follows its jobs)")
+    _run_flags(t, 'dataset = "plays.txt"')
     t.add_argument('--tokenizer', type=_tokenizer, metavar='KIND', help=TOKENIZER_HELP + " (default: char; resuming: the model's)")
     t.add_argument('--init-from', '--init_from', dest='init_from', metavar='MODEL',
                    help="fine-tune: start from this saved (or imported) model's weights, with its shape and tokenizer")
@@ -94,13 +98,7 @@ def _sft_command(sub):
     f.add_argument('--resume', action='store_true', help="continue the named fine-tuning run from its last checkpoint")
     f.add_argument('--overwrite', action='store_true', help="replace an existing model of the same name")
     f.add_argument('--quiet', action='store_true', help="no progress bar")
-    f.add_argument('--config', metavar='FILE', help="a TOML file of flat settings (n_layer = 4, max_iters = 3000, data = \"talk.jsonl\"); "
-                   "flags given here win over it")
-    f.add_argument('--tensorboard', metavar='DIR', help="also log the losses to TensorBoard in DIR (needs: pip install tensorboard)")
-    f.add_argument('--wandb', metavar='PROJECT', help="also log them to this Weights & Biases project (needs: pip install wandb; "
-                   "WANDB_MODE=offline keeps the run on disk)")
-    f.add_argument('--progress-file', metavar='FILE', help="append each evaluation and every 10th step to FILE as a "
-                   "JSON line (how the service follows its jobs)")
+    _run_flags(f, 'data = "talk.jsonl"')
     _add_config_flags(f.add_argument_group('model (the base\'s shape stays; these two may change)'),
                       [s for s in sft_settings('cli') if s.group == 'model'])
     train_flags = f.add_argument_group(f"training (defaults for fine-tuning: {', '.join(f'{k} {v:g}' for k, v in SFT_DEFAULTS.items())})")

@@ -15,9 +15,9 @@ from .core import ChadGPTError, check_name, check_settings, setting, unalias
 from .attention import MultiHeadAttention, CausalSelfAttention, Dropout, Rotary
 
 # %% auto #0
-__all__ = ['PRESETS', 'HUB_MODELS', 'head_advice', 'GPTConfig', 'FeedForward', 'make_norm', 'Block', 'GPT', 'config_from_lecture',
-           'state_dict_from_lecture', 'check_sampling', 'penalise_repeats', 'sample_next', 'GPTCache', 'config_from_hf',
-           'hf_key', 'state_dict_from_hf']
+__all__ = ['PRESETS', 'HUB_MODELS', 'GPT2_NAMES', 'head_advice', 'GPTConfig', 'FeedForward', 'make_norm', 'Block', 'GPT',
+           'config_from_lecture', 'state_dict_from_lecture', 'check_sampling', 'penalise_repeats', 'sample_next',
+           'GPTCache', 'config_from_hf', 'hf_key', 'gpt2_key', 'state_dict_from_hf']
 
 # %% ../nbs/12_model.ipynb #b44fd877
 def head_advice(n_embed:int, n_head:int) -> str:
@@ -347,13 +347,22 @@ def config_from_hf(hf:dict) -> GPTConfig:
 # %% ../nbs/12_model.ipynb #5c380952
 _TRANSPOSED = ('attn.c_attn.weight', 'attn.c_proj.weight', 'mlp.c_fc.weight', 'mlp.c_proj.weight')   # Conv1D: (in, out)
 
+GPT2_NAMES = (('wte.', 'token_embedding.'), ('wpe.', 'position_embedding.'), ('h.', 'blocks.'))   # GPT-2's prefix, chadgpt's
+
 def hf_key(key:str) -> str|None:
     "chadgpt's name for a GPT-2 tensor name (`None` for the attention-mask buffers, which are not weights)."
     key = key.removeprefix('transformer.')
     if key.endswith(('.attn.bias', '.attn.masked_bias')) and '.c_' not in key: return None
-    for old, new in (('wte.', 'token_embedding.'), ('wpe.', 'position_embedding.'), ('h.', 'blocks.')):
+    for old, new in GPT2_NAMES:
         if key.startswith(old): return new + key[len(old):]
     return key    # ln_f.*, lm_head.weight
+
+def gpt2_key(key:str) -> str:
+    "GPT-2's name for a chadgpt tensor name: `hf_key` the other way."
+    if key == 'lm_head.weight': return key
+    for old, new in GPT2_NAMES:
+        if key.startswith(new): return 'transformer.' + old + key[len(new):]
+    return 'transformer.' + key    # ln_f.*
 
 def state_dict_from_hf(tensors:dict, config:GPTConfig) -> dict:
     "GPT-2 tensors (either spelling) as a state dict for `GPT(config)`: renamed, transposed, vocabulary padded."

@@ -10,7 +10,7 @@ from pathlib import Path
 import torch
 from .core import ChadGPTError, ConflictError, atomic_write, safe_join
 from .model import GPT
-from .model import GPTConfig, HUB_MODELS, _TRANSPOSED, config_from_hf, hf_key, state_dict_from_hf   # were chadgpt.pretrained's: old imports keep working
+from .model import GPTConfig, HUB_MODELS, _TRANSPOSED, config_from_hf, gpt2_key, hf_key, state_dict_from_hf   # were chadgpt.pretrained's: old imports keep working
 from .tokenizers import GPT2Tokenizer, WORD_PATTERN, spec_of
 from .checkpoint import CONFIG, METRICS, STATE, TOKENIZER, load_model, models_dir, save_weights
 
@@ -63,11 +63,9 @@ def gpt2_tensors(model:GPT, vocab_size:int) -> dict:
     c, sd = model.config, {k: v.detach().float() for k, v in model.state_dict().items()}
     out = {}
     for k, t in sd.items():
-        name = 'transformer.' + k.replace('token_embedding.', 'wte.').replace('position_embedding.', 'wpe.').replace('blocks.', 'h.')
-        if k == 'lm_head.weight': name = k
         if k.endswith(_TRANSPOSED): t = t.t()
         if k in ('token_embedding.weight', 'lm_head.weight'): t = t[:vocab_size]
-        out[name] = t.contiguous()
+        out[gpt2_key(k)] = t.contiguous()
     for i in range(c.n_layer):
         out.setdefault(f'transformer.h.{i}.attn.c_attn.bias', torch.zeros(3 * c.n_embed))
     if c.tie_weights: out.pop('lm_head.weight', None)
