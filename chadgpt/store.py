@@ -398,14 +398,14 @@ class JobStore(DatasetStore):
 
     def _run_job(self, job:Job, argv:list[str]):
         "A worker's part: start the job's process, follow it to the end."
-        if job.stop.is_set():                                      # cancelled while queued
-            job.state = 'cancelled'; _record(job, self.home, state='cancelled'); return
-        folder = job_dir(job.name, self.home)
-        try: job.process = JobProcess.start(argv, folder, job.processes, job.memory_limit)
-        except (OSError, psutil.Error) as e:
-            job.error, job.state = f"could not start the job's process: {e}", 'failed'
-            _record(job, self.home, state='failed', error=job.error); return
-        job.state = 'running'
+        with self._lock:            # with `cancel`: a job cancelled while it starts is either not started or told to stop
+            if job.stop.is_set():                                  # cancelled while queued
+                job.state = 'cancelled'; _record(job, self.home, state='cancelled'); return
+            try: job.process = JobProcess.start(argv, job_dir(job.name, self.home), job.processes, job.memory_limit)
+            except (OSError, psutil.Error) as e:
+                job.error, job.state = f"could not start the job's process: {e}", 'failed'
+                _record(job, self.home, state='failed', error=job.error); return
+            job.state = 'running'
         _record(job, self.home, state='running', pid=job.process.pid, created=job.process.created, started_at=time.time())
         self._follow(job)
 
@@ -491,8 +491,9 @@ class JobStore(DatasetStore):
         if job is None or job.state not in ('queued', 'running'):
             self.status(name)   # 404 for an unknown model
             raise ConflictError(f"model {name!r} is not training")
-        job.stop.set()
-        if job.state == 'queued' and job.process is None: job.state = 'cancelled'
+        with self._lock:            # (a worker starting the job's process holds it meanwhile)
+            job.stop.set()
+            if job.state == 'queued' and job.process is None: job.state = 'cancelled'
         deadline = time.monotonic() + wait
         while job.state == 'running' and time.monotonic() < deadline: time.sleep(0.05)
         return self.status(name)
