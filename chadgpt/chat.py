@@ -13,7 +13,7 @@ from .core import ChadGPTError, atomic_write
 from .tokenizers import TextStream, TokenizerSpec
 from .data import data_dir, dataset_path, fetch_builtin, read_text
 from .model import GPT, GPTConfig
-from .checkpoint import CONFIG, grow_vocab, load_weights_into, read_json
+from .checkpoint import CONFIG, grow_vocab, load_weights_into, read_config, read_json
 from .sample import Sampling, make_generator
 from .train import Source, TrainingRun, TrainConfig, all_settings
 
@@ -188,7 +188,7 @@ class SFTRun(TrainingRun):
 
     def load_base(self, model:GPT):
         "The base model's weights, its token rows grown for the chat tokens."
-        old = read_json(self.init_from.parent/CONFIG)['model']['vocab_size']
+        old = read_config(self.init_from.parent)['model']['vocab_size']
         load_weights_into(model, self.init_from, self.device, old_vocab=old)
 
 # %% ../nbs/24_chat.ipynb #03d5d8d9

@@ -14,15 +14,18 @@ from .tokenizers import load_tokenizer
 from .model import GPT, GPTConfig
 
 # %% auto #0
-__all__ = ['CONFIG', 'TOKENIZER', 'WEIGHTS', 'OPTIMIZER', 'STATE', 'METRICS', 'BEST', 'CHECKPOINTS', 'NEXT_OPTIMIZER',
-           'models_dir', 'list_models', 'model_dir', 'read_json', 'read_metrics', 'weights_file', 'load_model',
-           'save_weights', 'checkpoint_step', 'grow_vocab', 'load_weights_into']
+__all__ = ['CONFIG', 'TOKENIZER', 'WEIGHTS', 'OPTIMIZER', 'STATE', 'METRICS', 'BEST', 'CHECKPOINTS', 'FORMAT', 'OLD_NAMES',
+           'NEXT_OPTIMIZER', 'models_dir', 'list_models', 'model_dir', 'read_json', 'is_model_folder', 'folder_file',
+           'read_config', 'upgrade_folder', 'read_metrics', 'weights_file', 'load_model', 'save_weights',
+           'checkpoint_step', 'grow_vocab', 'load_weights_into']
 
 # %% ../nbs/19_checkpoint.ipynb #4640539b
 CONFIG, TOKENIZER, WEIGHTS, OPTIMIZER, STATE, METRICS = (
-    'config.json', 'tokenizer.json', 'model.safetensors', 'optimizer.safetensors', 'state.json', 'metrics.jsonl')
+    'chadgpt.json', 'tokenizer.chadgpt.json', 'model.safetensors', 'optimizer.safetensors', 'state.json', 'metrics.jsonl')
 BEST = 'best.safetensors'        # with keep_best: the weights of the lowest validation loss so far
 CHECKPOINTS = ('last', 'best')    # which weights to load: the last checkpoint's, or the best
+FORMAT = 2                        # the model folder's format, in chadgpt.json
+OLD_NAMES = {CONFIG: 'config.json', TOKENIZER: 'tokenizer.json'}   # format 1: Hugging Face's names for chadgpt's files
 
 def models_dir(home=None) -> Path:
     "The folder of trained models, `<home>/models`."
@@ -34,10 +37,10 @@ def list_models(home=None) -> list[str]:
     return sorted(p.name for p in d.iterdir() if (p/WEIGHTS).is_file()) if d.is_dir() else []
 
 def model_dir(name_or_dir, home=None) -> Path:
-    "The folder of a trained model: a name in `<home>/models`, or a path to a model folder."
+    "The folder of a trained model (a name in `<home>/models`, or a path to a model folder), brought up to the current format."
     s = str(name_or_dir)
-    if is_name(s) and (models_dir(home)/s/CONFIG).is_file(): return safe_join(models_dir(home), s)
-    if (Path(s).expanduser()/CONFIG).is_file(): return Path(s).expanduser()
+    if is_name(s) and is_model_folder(models_dir(home)/s): return upgrade_folder(safe_join(models_dir(home), s))
+    if is_model_folder(d := Path(s).expanduser()): return upgrade_folder(d)
     have = ', '.join(list_models(home)) or 'none yet'
     raise NotFoundError(f"unknown model {str(name_or_dir)!r} (models in {models_dir(home)}: {have})")
 
@@ -45,6 +48,44 @@ def read_json(path) -> dict:
     try: return json.loads(Path(path).read_text(encoding='utf-8'))
     except FileNotFoundError: raise ChadGPTError(f"{path} is missing") from None
     except ValueError as e: raise ChadGPTError(f"{path} is not valid JSON ({e})") from None
+
+def _old_config(d:Path) -> bool:
+    "Whether `d/config.json` is chadgpt's (format 1): an object with a `model` object, not a Hugging Face config."
+    try: cfg = json.loads((d/OLD_NAMES[CONFIG]).read_text(encoding='utf-8'))
+    except (OSError, ValueError): return False
+    return isinstance(cfg, dict) and isinstance(cfg.get('model'), dict) and 'n_embed' in cfg['model']
+
+def is_model_folder(d:Path) -> bool:
+    "Whether `d` is a chadgpt model folder, of this format or an earlier one."
+    return (d/CONFIG).is_file() or (d/OLD_NAMES[CONFIG]).is_file() and _old_config(d)
+
+def folder_file(d:Path, name:str) -> Path:
+    "File `name` (`CONFIG`, `TOKENIZER`) of model folder `d`; in a format-1 folder that could not be upgraded, its old name."
+    if not (d/name).exists() and name in OLD_NAMES and (d/OLD_NAMES[name]).is_file() and _old_config(d): return d/OLD_NAMES[name]
+    return d/name
+
+def read_config(d:Path) -> dict:
+    "The `chadgpt.json` of model folder `d` (or a format-1 folder's `config.json`), refused if a newer chadgpt wrote it."
+    cfg = read_json(folder_file(d, CONFIG))
+    if not isinstance(cfg, dict) or not isinstance(cfg.get('model'), dict): raise ChadGPTError(f"{d/CONFIG} is not a chadgpt model configuration")
+    if not isinstance(f := cfg.get('format', 1), int) or f > FORMAT:
+        raise ChadGPTError(f"model folder {d} has format {f!r}, newer than this chadgpt reads ({FORMAT}); upgrade chadgpt")
+    return cfg
+
+def upgrade_folder(d:Path) -> Path:
+    """Bring format-1 folder `d` to the current format in place: copy the tokenizer to its new name, write `chadgpt.json`
+    (the folder is format 2 from then on), remove the old files. Each step is atomic, so a crash between them leaves a
+    folder this finishes next time. A folder that cannot be written is left as it is (and read under the old names)."""
+    if not (d/OLD_NAMES[CONFIG]).is_file() or not _old_config(d): return d
+    try:
+        if not (d/CONFIG).is_file():
+            if (old := d/OLD_NAMES[TOKENIZER]).is_file() and not (d/TOKENIZER).is_file():
+                atomic_write(d/TOKENIZER, old.read_bytes())
+            cfg = read_config(d)
+            atomic_write(d/CONFIG, json.dumps({'format': FORMAT, **{k: v for k, v in cfg.items() if k != 'format'}}, indent=1))
+        for name in OLD_NAMES.values(): (d/name).unlink(missing_ok=True)
+    except OSError: pass                 # read-only (or full): read as it is, under the old names
+    return d
 
 def read_metrics(name_or_dir, home=None) -> list[dict]:
     "The evaluation records of a model, oldest first."
@@ -67,9 +108,9 @@ def load_model(name_or_dir, home=None, device='cpu', dtype=torch.float32, checkp
     `dtype`: those of the last checkpoint, or with `checkpoint='best'` those of the best validation loss."""
     d = model_dir(name_or_dir, home)
     path = weights_file(d, checkpoint)
-    model = GPT(GPTConfig.from_dict(read_json(d/CONFIG)['model']))
+    model = GPT(GPTConfig.from_dict(read_config(d)['model']))
     _load_weights(model, path, device=str(device))
-    return model.to(device, dtype).eval(), load_tokenizer(d/TOKENIZER)
+    return model.to(device, dtype).eval(), load_tokenizer(folder_file(d, TOKENIZER))
 
 # %% ../nbs/19_checkpoint.ipynb #7f2c7cb2
 NEXT_OPTIMIZER = '.optimizer.next.safetensors'   # a checkpoint's optimizer state until its weights are written

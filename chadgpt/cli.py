@@ -11,7 +11,7 @@ from . import __version__
 from .core import ChadGPTError, Setting, unalias, atomic_write, safe_join, slug
 from .model import GPTConfig
 from .device import resolve_device, resolve_dtype
-from .checkpoint import CHECKPOINTS, checkpoint_step, load_model, models_dir, read_json
+from .checkpoint import CHECKPOINTS, CONFIG, checkpoint_step, load_model, models_dir, read_config, read_json
 from .train import (ARCHS, DEFAULT_ARCH, Source, all_settings, arch_configs, split_settings, TrainConfig, train, saved_configs,
                            tensorboard_callback, wandb_callback)
 from .distributed import process_group, restart_count
@@ -484,7 +484,7 @@ def cmd_import(args) -> int:
     name = args.name or _default_name(str(args.src).rstrip('/'))
     t0 = time.perf_counter()
     out = import_pretrained(args.src, name, args.home, overwrite=args.overwrite)
-    c = read_json(out/'config.json')['model']
+    c = read_config(out)['model']
     print(f"imported {args.src} as {name!r} ({c['n_layer']} layers × {c['n_embed']}, {c['n_head']} heads, context "
           f"{c['block_size']}) in {time.perf_counter() - t0:.0f}s -> {out}")
     print(f"sample it with: chadgpt sample {name}; fine-tune it with: chadgpt train --init-from {name} --name NEW")

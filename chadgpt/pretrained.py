@@ -12,7 +12,7 @@ from .core import ChadGPTError, ConflictError, atomic_write, safe_join
 from .model import GPT
 from .model import GPTConfig, HUB_MODELS, _TRANSPOSED, config_from_hf, gpt2_key, hf_key, state_dict_from_hf   # were chadgpt.pretrained's: old imports keep working
 from .tokenizers import GPT2Tokenizer, WORD_PATTERN, spec_of
-from .checkpoint import CONFIG, METRICS, STATE, TOKENIZER, load_model, models_dir, save_weights
+from .checkpoint import CONFIG, FORMAT, METRICS, STATE, TOKENIZER, is_model_folder, load_model, models_dir, save_weights
 
 # %% auto #0
 __all__ = ['import_pretrained', 'gpt2_refusal', 'gpt2_config', 'gpt2_tensors', 'hf_tokenizer', 'export_hf']
@@ -28,7 +28,7 @@ def import_pretrained(src, name:str, home=None, overwrite:bool=False) -> Path:
     out.mkdir(parents=True, exist_ok=True)
     for f in (METRICS, STATE): (out/f).unlink(missing_ok=True)
     GPT2Tokenizer().save(out/TOKENIZER)
-    atomic_write(out/CONFIG, json.dumps({'model': model.config.to_dict(), 'train': {}, 'tokenizer': 'gpt2',
+    atomic_write(out/CONFIG, json.dumps({'format': FORMAT, 'model': model.config.to_dict(), 'train': {}, 'tokenizer': 'gpt2',
                                          'dataset': None, 'imported_from': str(src)}, indent=1))
     save_weights(out, model, step=0)
     atomic_write(out/STATE, json.dumps({'status': 'done', 'step': 0, 'max_iters': 0, 'train_loss': None, 'val_loss': None,
@@ -104,6 +104,7 @@ def export_hf(name, out, home=None, checkpoint:str='last', overwrite:bool=False)
     model, tok = load_model(name, home, checkpoint=checkpoint)
     if (why := gpt2_refusal(model.config)) is not None: raise ChadGPTError(why)
     out = Path(out).expanduser()
+    if is_model_folder(out): raise ConflictError(f"{out} is a chadgpt model folder; export to a folder of its own")
     if out.exists() and any(out.iterdir()) and not overwrite:
         raise ConflictError(f"{out} is not empty; pass overwrite to replace what is there")
     if model.config.attention == 'heads': model = _fused(model)

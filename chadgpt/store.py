@@ -16,8 +16,8 @@ from .data import BUILTINS, data_dir, decode_text, read_text, resolve_alias
 from .model import GPTConfig
 from .tokenizers import describe_tokenizer, spec_of
 from .tokens import token_sets
-from .checkpoint import (CHECKPOINTS, CONFIG, STATE, TOKENIZER, WEIGHTS, checkpoint_step, load_model, models_dir,
-                                read_json, read_metrics, weights_file)
+from .checkpoint import (CHECKPOINTS, STATE, TOKENIZER, WEIGHTS, checkpoint_step, folder_file, is_model_folder, load_model,
+                                models_dir, read_config, read_json, read_metrics, upgrade_folder, weights_file)
 from .train import Source, TrainConfig, TrainingRun, all_settings
 from .chat import sft_run, sft_settings
 
@@ -462,7 +462,7 @@ class JobStore(DatasetStore):
                                             memory_limit=rec.get('memory_limit'), process=proc)
                 t = threading.Thread(target=self._follow, args=(job,), name=f'chadgpt-job-{name}', daemon=True)
                 self._watchers.append(t); t.start()
-            elif rec['state'] == 'queued' and not (safe_join(models_dir(self.home), name)/CONFIG).is_file():
+            elif rec['state'] == 'queued' and not is_model_folder(safe_join(models_dir(self.home), name)):
                 self.jobs[name] = Job(name, 'failed', error="the server stopped before this job started; start it again")
                 _record(self.jobs[name], self.home, state='failed', error=self.jobs[name].error)
             else: _record(Job(name), self.home, state='ended')       # its model's state.json tells how
@@ -473,7 +473,7 @@ class JobStore(DatasetStore):
         has_ckpt = (d/WEIGHTS).is_file() and (d/STATE).is_file()
         if (job := self.jobs.get(name)) is not None:
             return {**job.status(), 'resumable': job.state in ('failed', 'cancelled') and has_ckpt}
-        if not (d/CONFIG).is_file(): raise NotFoundError(f"no model named {name!r}")
+        if not is_model_folder(d): raise NotFoundError(f"no model named {name!r}")
         st = read_json(d/STATE) if (d/STATE).is_file() else {'status': 'running', 'step': 0}
         state = _DISK_STATES.get(st.get('status'), 'failed')
         error = st.get('error') or ("interrupted: training stopped without finishing (server restart or crash)"
@@ -504,7 +504,7 @@ class Store(JobStore):
     def list_models(self) -> list[str]:
         "Names of all models: trained, training, or stopped."
         d = models_dir(self.home)
-        on_disk = {p.name for p in d.iterdir() if (p/CONFIG).is_file()} if d.is_dir() else set()
+        on_disk = {p.name for p in d.iterdir() if is_model_folder(p)} if d.is_dir() else set()
         return sorted(on_disk | {n for n, j in self.jobs.items() if j.state in ('queued', 'running')})
 
     def model_info(self, name:str) -> dict:
@@ -514,9 +514,10 @@ class Store(JobStore):
         job = self.jobs.get(name)
         active = job is not None and job.state in ('queued', 'running')
         try:
-            cfg = job.config if active else read_json(d/CONFIG) if (d/CONFIG).is_file() else None
-            tok = read_json(d/TOKENIZER) if (d/TOKENIZER).is_file() else None
-            metrics = read_metrics(d) if (d/CONFIG).is_file() else []
+            if on_disk := is_model_folder(d): upgrade_folder(d)         # (a format-1 folder: renamed first)
+            cfg = job.config if active else read_config(d) if on_disk else None
+            tok = read_json(folder_file(d, TOKENIZER)) if folder_file(d, TOKENIZER).is_file() else None
+            metrics = read_metrics(d) if on_disk else []
         except (ChadGPTError, OSError):            # deleted or replaced while we read it
             raise ConflictError(f"model {name!r} changed while it was being read (retrained or deleted); try again") from None
         return {'name': name, 'config': cfg, 'tokenizer': tok and describe_tokenizer(tok), 'metrics': metrics, 'status': status}
@@ -537,7 +538,7 @@ class Store(JobStore):
     def load(self, name:str, device='cpu', checkpoint:str='last'):
         "`(model, tokenizer)` of model `name` (its `checkpoint`: last or best), cached (the `max_loaded` most recent) until its weights change."
         d = safe_join(models_dir(self.home), name)
-        if not (d/CONFIG).is_file() and name not in self.jobs: raise NotFoundError(f"no model named {name!r}")
+        if not is_model_folder(d) and name not in self.jobs: raise NotFoundError(f"no model named {name!r}")
         if not (d/WEIGHTS).is_file(): raise ConflictError(f"model {name!r} has no checkpoint yet; try again in a moment")
         path = weights_file(d, checkpoint)                    # a model without a best checkpoint says so
         with self._lock:

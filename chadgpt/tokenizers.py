@@ -320,9 +320,9 @@ def describe_tokenizer(d:dict) -> dict:
            ({'vocab': ''.join(d['chars'])} if n == 'chars' else {}) | ({'specials': specials} if specials else {})
 
 def load_tokenizer(path):
-    "The tokenizer saved at `path` (a tokenizer file, or a model folder holding `tokenizer.json`); one-line errors."
+    "The tokenizer saved at `path` (a tokenizer file, or a folder holding `tokenizer.chadgpt.json` or `tokenizer.json`); one-line errors."
     path = Path(path)
-    if path.is_dir(): path = path/'tokenizer.json'
+    if path.is_dir(): path = path/'tokenizer.chadgpt.json' if (path/'tokenizer.chadgpt.json').is_file() else path/'tokenizer.json'
     try: d = json.loads(path.read_text(encoding='utf-8'))
     except FileNotFoundError: raise ChadGPTError(f"no tokenizer file at {path}") from None
     except (ValueError, UnicodeDecodeError) as e: raise ChadGPTError(f"{path} is not a valid tokenizer file ({e})") from None

@@ -20,9 +20,9 @@ from .distributed import any_rank, barrier, share, world
 # device, optimizer and checkpoint names: those the loop uses, and those chadgpt.train held before the split
 from .device import autocast, cpu_has_bf16, grad_scaler, resolve_device, resolve_dtype
 from .optim import Muon, Optimizers, configure_optimizer, get_lr, newton_schulz
-from .checkpoint import (BEST, CONFIG, METRICS, NEXT_OPTIMIZER, OPTIMIZER, STATE, TOKENIZER, WEIGHTS, _load_weights,
-                                _restore_checkpoint, _save_checkpoint, checkpoint_step, list_models, load_model,
-                                load_weights_into, model_dir, models_dir, read_json, read_metrics, save_weights)
+from .checkpoint import (BEST, CONFIG, FORMAT, METRICS, NEXT_OPTIMIZER, OPTIMIZER, STATE, TOKENIZER, WEIGHTS, _load_weights,
+                                _restore_checkpoint, _save_checkpoint, checkpoint_step, folder_file, list_models, load_model,
+                                load_weights_into, model_dir, models_dir, read_config, read_json, read_metrics, save_weights)
 
 # %% auto #0
 __all__ = ['MACHINE', 'TRAIN_PRESETS', 'ARCHS', 'DEFAULT_ARCH', 'TrainConfig', 'estimate_loss', 'train', 'Source', 'TrainingRun',
@@ -113,7 +113,7 @@ def estimate_loss(model:GPT, data:TextData, batch_size:int, eval_iters:int, seed
 
 # %% ../nbs/21_train.ipynb #4874d969
 def _dataset_ref(dataset, home) -> str:
-    "How to record `dataset` in config.json: its name, or an absolute path for files outside `<home>/data`."
+    "How to record `dataset` in chadgpt.json: its name, or an absolute path for files outside `<home>/data`."
     if str(dataset) in BUILTINS: return str(dataset)
     path = dataset_path(dataset, home)
     return data_name(path, home) or str(path.resolve())
@@ -121,7 +121,7 @@ def _dataset_ref(dataset, home) -> str:
 def _fine_tune_base(name, home, model_config, tokenizer):
     "The config (only dropout and a shorter block_size may change) and tokenizer of model `name`, to fine-tune it."
     d = model_dir(name, home)
-    base, tok = GPTConfig.from_dict(read_json(d/CONFIG)['model']), load_tokenizer(d/TOKENIZER)
+    base, tok = GPTConfig.from_dict(read_config(d)['model']), load_tokenizer(folder_file(d, TOKENIZER))
     mcfg = model_config or base
     if replace(mcfg, dropout=base.dropout, block_size=base.block_size) != base or mcfg.block_size > base.block_size:
         raise ChadGPTError(f"fine-tuning keeps the shape of {name!r}: only dropout and a block_size up to {base.block_size} "
@@ -159,7 +159,7 @@ def _refuse_existing(out:Path, name:str, overwrite:bool):
 
 class TrainingRun:
     "A validated, ready-to-start training run: configs checked, tokens prepared; the model folder is untouched before `run`."
-    task = None     # what config.json records the run as, when it is not plain training on text (chat's 'sft')
+    task = None     # what chadgpt.json records the run as, when it is not plain training on text (chat's 'sft')
     def __init__(self, name:str, model_config:GPTConfig, train_config:TrainConfig, source:Source, tok,
                  resuming:bool=False, init_from:Path|None=None):
         "The checked pieces of a run; `new`, `resume` and `fine_tune` check a request and choose them."
@@ -210,12 +210,12 @@ class TrainingRun:
         """Continue model `name` from its last checkpoint, with its shape, tokenizer and dataset (unless `source` names one);
         a `train_config` replaces the saved one, which is how a finished run is extended (a larger `max_iters`)."""
         source = source or Source()
-        out, saved = safe_join(models_dir(source.home), name), read_json(model_dir(name, source.home)/CONFIG)
+        out, saved = safe_join(models_dir(source.home), name), read_config(model_dir(name, source.home))
         if saved.get('task') != cls.task:         # e.g. a chat model: its data are conversations, not text
             raise ChadGPTError(f"model {name!r} was trained as {saved.get('task') or 'a language model'}, not as "
                                f"{cls.task or 'a language model'}; resume it with "
                                f"{'chadgpt sft --resume' if saved.get('task') == 'sft' else 'chadgpt train --resume'} --name {name}")
-        mcfg, tok = GPTConfig.from_dict(saved['model']), load_tokenizer(out/TOKENIZER)
+        mcfg, tok = GPTConfig.from_dict(saved['model']), load_tokenizer(folder_file(out, TOKENIZER))
         if source.tokenizer is not None and TokenizerSpec.parse(source.tokenizer) != spec_of(tok):
             raise ChadGPTError(f"model {name!r} was trained with the {spec_of(tok)} tokenizer; resume it with that one")
         if model_config is not None and replace(model_config, vocab_size=mcfg.vocab_size, vocab_multiple=mcfg.vocab_multiple) != mcfg:
@@ -260,7 +260,7 @@ class TrainingRun:
         for tmp in out.glob('.*.tmp'): tmp.unlink()                # left by a process killed mid-write
         if self.resuming: checkpoint_step(out, repair=True)          # finish a save a crash interrupted, before any rank reads
         else: self.data.tokenizer.save(out/TOKENIZER)
-        atomic_write(out/CONFIG, json.dumps({'model': self.model_config.to_dict(), 'train': self.train_config.to_dict(),
+        atomic_write(out/CONFIG, json.dumps({'format': FORMAT, 'model': self.model_config.to_dict(), 'train': self.train_config.to_dict(),
                                              'dataset': self.dataset, 'tokenizer': str(spec_of(self.data.tokenizer)),
                                              **({'init_from': self.init_from.parent.name} if self.init_from else {}),
                                              **({'task': self.task} if self.task else {})}, indent=1))
@@ -331,7 +331,7 @@ class TrainingRun:
 # %% ../nbs/21_train.ipynb #ab01b8c2
 def saved_configs(name, home=None, model_overrides:dict|None=None, train_overrides:dict|None=None):
     "The saved `(GPTConfig, TrainConfig)` of model `name`, with the given settings replaced."
-    saved = read_json(model_dir(name, home)/CONFIG)
+    saved = read_config(model_dir(name, home))
     return (GPTConfig.from_dict({**saved['model'], **(model_overrides or {})}),
             TrainConfig.from_dict({**saved['train'], **(train_overrides or {})}))
 

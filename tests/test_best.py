@@ -40,4 +40,4 @@ def test_the_command_line_says_what_early_stopping_did(shifted):
     assert r.returncode == 0, r.stderr
     assert "stopped early: no lower validation loss in the last 1 evaluations (the best" in r.stdout, r.stdout
     assert "are kept too: --checkpoint best" in r.stdout
-    assert read_json(shifted/'models'/'s'/'config.json')['train']['early_stop'] == 1
+    assert read_json(shifted/'models'/'s'/'chadgpt.json')['train']['early_stop'] == 1

@@ -28,7 +28,7 @@ def kinds(shakespeare):
 @pytest.mark.parametrize('kind', ['char', 'word', 'bpe', 'gpt2'])
 def test_the_mask_is_exactly_the_replies(kinds, kind, tmp_path):
     tok = chat_tokenizer(kinds[kind])
-    tok.save(tmp_path/'tokenizer.json')
+    tok.save(tmp_path/'tokenizer.chadgpt.json')
     tok = load_tokenizer(tmp_path)                                    # what a chat model's folder gives
     assert is_chat(tok) and tok.vocab_size == kinds[kind].vocab_size + len(CHAT_TOKENS)
     ids, mask = render_conversation(tok, CONV)
@@ -110,8 +110,8 @@ def test_sft_from_word_and_bpe_models(home, kind):
     (home/'data'/'talk.jsonl').write_text((json.dumps(conv) + '\n') * 10)
     out = sft('chat', 'base', 'talk.jsonl', TrainConfig(max_iters=150, learning_rate=3e-3, warmup_iters=5, batch_size=8, eval_iters=1, eval_interval=75),
               home, progress=False)
-    cfg = json.loads((out/'config.json').read_text())
-    base_cfg = json.loads((home/'models'/'base'/'config.json').read_text())
+    cfg = json.loads((out/'chadgpt.json').read_text())
+    base_cfg = json.loads((home/'models'/'base'/'chadgpt.json').read_text())
     assert cfg['task'] == 'sft' and cfg['init_from'] == 'base' and cfg['tokenizer'] == base_cfg['tokenizer']
     assert cfg['model']['vocab_size'] == base_cfg['model']['vocab_size'] + len(CHAT_TOKENS)
     assert {k: v for k, v in cfg['model'].items() if k != 'vocab_size'} == {k: v for k, v in base_cfg['model'].items() if k != 'vocab_size'}
@@ -130,7 +130,7 @@ def test_sft_from_imported_gpt2_and_a_scripted_chat(home, tmp_path):
                 '--warmup-iters', 5, '--batch-size', 8, '--eval-interval', 25, '--eval-iters', 1, '--quiet', home=home)
     assert r.returncode == 0, r.stderr
     assert '20 conversations (18 train, 2 val), 0 cut' in r.stderr and 'chadgpt chat gchat' in r.stdout
-    assert json.loads((home/'models'/'gchat'/'config.json').read_text())['model']['vocab_size'] == 50_257 + len(CHAT_TOKENS)
+    assert json.loads((home/'models'/'gchat'/'chadgpt.json').read_text())['model']['vocab_size'] == 50_257 + len(CHAT_TOKENS)
     r = chadgpt('chat', 'gchat', '--temperature', 0, '--tokens', 24, home=home, input='Who are you?\n/reset\nWho are you?\n/system Be brief.\n')
     assert r.returncode == 0, r.stderr
     assert r.stdout == 'A player, my lord.\nA player, my lord.\n'          # one reply a line, ended by the model itself

@@ -23,7 +23,7 @@ def test_crash_during_save_then_resume(home, monkeypatch, point):
     when = {'before weights': lambda s, d: d.endswith('model.safetensors'),
             'before optimizer swap': lambda s, d: s.endswith(NEXT_OPTIMIZER),
             'before state': lambda s, d: d.endswith('state.json') and read_json(out/'state.json')['step'] == 20
-                                         and (out/'model.safetensors').stat().st_mtime > (out/'config.json').stat().st_mtime}[point]
+                                         and (out/'model.safetensors').stat().st_mtime > (out/'chadgpt.json').stat().st_mtime}[point]
     crash_on(monkeypatch, when)
     with pytest.raises(KeyboardInterrupt):
         train('m', home=home, resume=True, train_config=replace(CFG, max_iters=30), progress=False)

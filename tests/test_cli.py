@@ -11,7 +11,7 @@ def test_train_then_sample(home):
     assert "val loss" in r.stdout
     d = home/'models'/'tiny'
     assert sorted(p.name for p in d.iterdir()) == sorted(
-        ['config.json', 'tokenizer.json', 'model.safetensors', 'optimizer.safetensors', 'state.json', 'metrics.jsonl'])
+        ['chadgpt.json', 'tokenizer.chadgpt.json', 'model.safetensors', 'optimizer.safetensors', 'state.json', 'metrics.jsonl'])
     assert [m['step'] for m in read_metrics('tiny', home)] == [0, 10, 20, 30]
     s1 = chadgpt('sample', 'tiny', '--prompt', 'KING:', '--tokens', 64, '--seed', 3, home=home)
     s2 = chadgpt('sample', 'tiny', '--prompt', 'KING:', '--tokens', 64, '--seed', 3, home=home)
@@ -45,7 +45,7 @@ def test_resume_continues_step_count(home):
     assert r.returncode == 0, r.stderr
     assert "to step 40" in r.stdout
     assert [m['step'] for m in read_metrics('r', home)] == [0, 10, 20, 30, 40]
-    cfg = json.loads((home/'models'/'r'/'config.json').read_text())
+    cfg = json.loads((home/'models'/'r'/'chadgpt.json').read_text())
     assert cfg['model']['n_embed'] == 32 and cfg['train']['max_iters'] == 40
     again = chadgpt('train', '--name', 'r', '--resume', '--quiet', home=home)
     assert again.returncode == 2 and "already trained to step 40" in again.stderr
@@ -132,7 +132,7 @@ def test_a_config_file_and_flags_over_it(home):
                                  'arch = "lecture"\ndataset = "shakespeare"\nname = "filed"\n')
     r = chadgpt('train', '--config', home/'run.toml', '--max-iters', 6, '--eval-interval', 3, '--quiet', home=home)
     assert r.returncode == 0, r.stderr
-    saved = json.loads((home/'models'/'filed'/'config.json').read_text())
+    saved = json.loads((home/'models'/'filed'/'chadgpt.json').read_text())
     assert (saved['model']['n_head'], saved['model']['rotary'], saved['train']['learning_rate'], saved['train']['lr_decay'],
             saved['train']['max_iters'], saved['train']['optimizer']) == (2, False, 3e-3, False, 6, 'adamw')
 

@@ -41,15 +41,15 @@ def test_cache_cost_stays_flat_past_the_window():
 def test_cli_arch(home):
     r = chadgpt('train', '--name', 'm', '--max-iters', 4, '--eval-interval', 2, *TINY, home=home)
     assert r.returncode == 0, r.stderr
-    cfg = read_json(home/'models'/'m'/'config.json')
+    cfg = read_json(home/'models'/'m'/'chadgpt.json')
     assert cfg['model']['rotary'] and cfg['model']['norm'] == 'rms' and cfg['train']['optimizer'] == 'muon'
     r = chadgpt('train', '--name', 'l', '--arch', 'lecture', '--max-iters', 4, '--eval-interval', 2, *TINY, home=home)
     assert r.returncode == 0, r.stderr
-    cfg = read_json(home/'models'/'l'/'config.json')
+    cfg = read_json(home/'models'/'l'/'chadgpt.json')
     assert not cfg['model']['rotary'] and cfg['model']['tie_weights'] and cfg['train']['optimizer'] == 'adamw'
     r = chadgpt('train', '--name', 'n', '--no-rotary', '--optimizer', 'adamw', '--max-iters', 2, *TINY, home=home)
     assert r.returncode == 0, r.stderr
-    cfg = read_json(home/'models'/'n'/'config.json')
+    cfg = read_json(home/'models'/'n'/'chadgpt.json')
     assert not cfg['model']['rotary'] and cfg['model']['qk_norm'] and cfg['train']['optimizer'] == 'adamw'
     r = chadgpt('train', '--name', 'm', '--resume', '--arch', 'lecture', '--max-iters', 8, home=home)
     assert r.returncode == 2 and 'resuming or fine-tuning keeps' in r.stderr

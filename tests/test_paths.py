@@ -126,7 +126,7 @@ def test_store_refuses_links_out_of_its_folders(place):
     store = Store(home)
     (home/'data'/'out.txt').symlink_to(outside/'corpus.txt')
     (home/'models').mkdir()
-    (outside/'victim').mkdir(); (outside/'victim'/'config.json').write_text('{}')
+    (outside/'victim').mkdir(); (outside/'victim'/'chadgpt.json').write_text('{"format": 2, "model": {}}')
     (home/'models'/'out').symlink_to(outside/'victim', target_is_directory=True)
     before = snapshot(outside.parent, home)
     calls = [lambda: store.dataset_info('out.txt'), lambda: store.save_dataset('out.txt', b'new text', overwrite=True),
@@ -136,7 +136,7 @@ def test_store_refuses_links_out_of_its_folders(place):
     for call in calls:
         with pytest.raises(ChadGPTError, match="is a link that leads outside the (data|models) folder"): call()
     assert snapshot(outside.parent, home) == before
-    assert (outside/'corpus.txt').read_text() == TEXT and (outside/'victim'/'config.json').is_file()
+    assert (outside/'corpus.txt').read_text() == TEXT and (outside/'victim'/'chadgpt.json').is_file()
     for bad in ('../outside/corpus.txt', '/etc/passwd', '..', '.hidden'):
         with pytest.raises(ChadGPTError, match="invalid"): store.save_dataset(bad, b'x')
         with pytest.raises(ChadGPTError, match="invalid"): store.delete_model(bad)

@@ -53,7 +53,7 @@ def test_import_sample_serve_and_fine_tune(home, tmp_path):
     r = chadgpt('train', '--init-from', 'g', '--name', 'ft', '--block-size', 32, '--batch-size', 4, '--max-iters', 6,
                 '--eval-interval', 3, '--eval-iters', 2, '--learning-rate', 1e-3, '--quiet', home=home)
     assert r.returncode == 0, r.stderr
-    cfg = json.loads((home/'models'/'ft'/'config.json').read_text())
+    cfg = json.loads((home/'models'/'ft'/'chadgpt.json').read_text())
     assert cfg['init_from'] == 'g' and cfg['tokenizer'] == 'gpt2' and cfg['model']['block_size'] == 32
     assert cfg['model']['qkv_bias'] and cfg['model']['gelu'] == 'tanh'
     metrics = [json.loads(l) for l in (home/'models'/'ft'/'metrics.jsonl').read_text().splitlines()]

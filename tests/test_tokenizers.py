@@ -60,9 +60,9 @@ def test_cli_bpe_trains_and_samples(home):
     r = chadgpt('train', '--name', 'b', '--tokenizer', 'bpe:2048', *TINY, '--max-iters', 30, '--eval-interval', 15, home=home)
     assert r.returncode == 0, r.stderr
     assert 'bits per byte' in r.stdout
-    cfg = json.loads((home/'models'/'b'/'config.json').read_text())
+    cfg = json.loads((home/'models'/'b'/'chadgpt.json').read_text())
     assert cfg['tokenizer'] == 'bpe:2048' and cfg['model']['vocab_size'] == 2048
-    tok = json.loads((home/'models'/'b'/'tokenizer.json').read_text())
+    tok = json.loads((home/'models'/'b'/'tokenizer.chadgpt.json').read_text())
     assert tok['type'] == 'bpe' and len(tok['ranks']) == 2048              # self-contained: the ranks themselves
     metrics = [json.loads(l) for l in (home/'models'/'b'/'metrics.jsonl').read_text().splitlines()]
     assert [m['step'] for m in metrics] == [0, 15, 30] and all(m['val_bpb'] > 0 for m in metrics)
@@ -89,7 +89,7 @@ def test_prepare_reuses_and_notices_a_changed_source(home, shakespeare):
 
 def test_missing_or_corrupt_tokenizer_is_one_line(home):
     assert chadgpt('train', '--name', 'm', *TINY, '--max-iters', 5, '--eval-interval', 5, home=home).returncode == 0
-    tok = home/'models'/'m'/'tokenizer.json'
+    tok = home/'models'/'m'/'tokenizer.chadgpt.json'
     for content, words in [(None, "no tokenizer file"), ('{"type": "bpe", "ranks": 3}', "damaged tokenizer file"),
                            ('not json', "not a valid tokenizer file"), ('{"type": "unigram"}', "unknown tokenizer type")]:
         if content is None: tok.unlink()
@@ -100,9 +100,10 @@ def test_missing_or_corrupt_tokenizer_is_one_line(home):
 def test_old_character_models_keep_loading(home):
     assert chadgpt('train', '--name', 'old', *TINY, '--max-iters', 5, '--eval-interval', 5, home=home).returncode == 0
     d = home/'models'/'old'
-    cfg = json.loads((d/'config.json').read_text())
-    del cfg['tokenizer'], cfg['model']['vocab_multiple']                   # config.json as chadgpt wrote it before
-    (d/'config.json').write_text(json.dumps(cfg))
+    cfg = json.loads((d/'chadgpt.json').read_text())                       # the folder as chadgpt wrote it before:
+    del cfg['format'], cfg['tokenizer'], cfg['model']['vocab_multiple']    # format 1, with fewer settings
+    (d/'config.json').write_text(json.dumps(cfg)); (d/'chadgpt.json').unlink()
+    (d/'tokenizer.chadgpt.json').rename(d/'tokenizer.json')
     r = chadgpt('sample', 'old', '--prompt', 'ROMEO:', '--tokens', 20, home=home)
     assert r.returncode == 0 and len(r.stdout) == len('ROMEO:') + 20 + 1, r.stderr
     r = chadgpt('train', '--name', 'old', '--resume', '--max-iters', 10, '--quiet', home=home)
