@@ -5,7 +5,6 @@
 # %% ../nbs/26_api.ipynb #87ec3505
 from __future__ import annotations
 import asyncio, hmac, ipaddress, json, os, re, socket, sys, threading, time, uuid
-from dataclasses import replace
 from itertools import chain, islice
 from contextlib import asynccontextmanager
 from pathlib import Path
@@ -28,7 +27,7 @@ from .core import SETTING_ALIASES, ChadGPTError, NotFoundError, ConflictError, B
 from .model import GPTConfig, head_advice
 from .tokenizers import BPE_DEFAULT, BPE_SIZES, BPE_VOCAB
 from .train import ARCHS, DEFAULT_ARCH, TrainConfig, all_settings, arch_configs, preset_value, saved_configs, split_settings
-from .sample import Sampling, StopAt, encode_prompt, stream_text
+from .sample import Sampling, StopAt, encode_prompt, samples
 from .checkpoint import CHECKPOINTS, WEIGHTS, models_dir
 from .chat import SFT_DEFAULTS, Reply, chat_reply, context_budget, fit_prompt, is_chat, sft_settings
 from .store import PROGRESS, Store, TooLargeError, DiskFullError, job_dir, read_progress
@@ -504,11 +503,9 @@ def _add_eval_route(app:FastAPI, store:Store):
     def evaluate(name: str, q: Annotated[EvalQuery, Query()]):
         if q.stream and q.num_samples > 1: raise ChadGPTError("num_samples above 1 cannot stream; ask without stream=true")
         sampling, texts = Sampling(q.temperature, q.top_k, q.top_p, q.seed, q.repetition_penalty), []
-        def one(i:int):
-            s = sampling if q.seed is None or i == 0 else replace(sampling, seed=(q.seed + i) % 2**63)
-            return StopAt(stream_text(*store.load(name, checkpoint=q.checkpoint), q.prompt, q.tokens, s), q.stop)
         def pieces():                                # several samples: made one after another, in the same slot
-            return one(0) if q.num_samples == 1 else (texts.append(''.join(one(i))) or '' for i in range(q.num_samples))
+            made = samples(*store.load(name, checkpoint=q.checkpoint), q.prompt, q.tokens, sampling, q.num_samples, q.stop)
+            return made[0] if q.num_samples == 1 else (texts.append(''.join(s)) or '' for s in made)
         form = lambda text: text.split('\n') if q.split_newlines else text
         def answer(text):
             out = {'eval': form(texts[0] if texts else text), 'prompt': q.prompt, 'tokens': q.tokens, 'temperature': q.temperature,

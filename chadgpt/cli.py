@@ -15,7 +15,7 @@ from .checkpoint import CHECKPOINTS, CONFIG, checkpoint_step, load_model, models
 from .train import (ARCHS, DEFAULT_ARCH, Source, all_settings, arch_configs, split_settings, TrainConfig, train, saved_configs,
                            tensorboard_callback, wandb_callback)
 from .distributed import process_group, restart_count
-from .sample import Sampling, StopAt, stream_text
+from .sample import Sampling, samples
 from .data import read_text
 from dataclasses import replace
 from .tokenizers import TokenizerSpec
@@ -360,12 +360,10 @@ def cmd_sample(args) -> int:
     device = resolve_device(args.device)
     model, tok = load_model(args.name, args.home, device, resolve_dtype(args.dtype, device), args.checkpoint)
     out = sys.stdout
-    for i in range(args.num_samples):
+    for i, sample in enumerate(samples(model, tok, prompt, args.tokens, sampling, args.num_samples, args.stop)):
         if i: out.write('---\n')
         out.write(prompt); out.flush()
-        seed = None if args.seed is None else args.seed + i
-        for piece in StopAt(stream_text(model, tok, prompt, args.tokens, replace(sampling, seed=seed)), args.stop):
-            out.write(piece); out.flush()
+        for piece in sample: out.write(piece); out.flush()
         out.write('\n')
     return 0
 

@@ -4,7 +4,7 @@
 
 # %% ../nbs/22_sample.ipynb #89063ae8
 from __future__ import annotations
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import Iterator
 import torch
 from .core import ChadGPTError
@@ -12,7 +12,7 @@ from .tokenizers import TextStream
 from .model import GPT, check_sampling
 
 # %% auto #0
-__all__ = ['Sampling', 'encode_prompt', 'make_generator', 'stream_text', 'generate_text', 'StopAt']
+__all__ = ['Sampling', 'encode_prompt', 'make_generator', 'stream_text', 'generate_text', 'StopAt', 'samples']
 
 # %% ../nbs/22_sample.ipynb #181022ee
 def _check_seed(seed):
@@ -100,3 +100,10 @@ class StopAt:
                 return                                            # ends the text: its generator closes
             if len(buf) > keep: yield buf[:len(buf) - keep]; buf = buf[len(buf) - keep:]
         if buf: yield buf
+
+# %% ../nbs/22_sample.ipynb #ea0b2745
+def samples(model:GPT, tokenizer, prompt:str, max_new_tokens:int, sampling:Sampling, n:int=1, stops:list[str]|None=None) -> list[StopAt]:
+    """`n` samples of the text after `prompt`, each an iterator over its pieces that ends before the first of `stops`;
+    sample `i` is seeded `seed + i` (modulo 2**63) when `sampling` has a seed. Bad settings fail here, before any text."""
+    nth = lambda i: sampling if sampling.seed is None or i == 0 else replace(sampling, seed=(sampling.seed + i) % 2**63)
+    return [StopAt(stream_text(model, tokenizer, prompt, max_new_tokens, nth(i)), stops) for i in range(n)]

@@ -5,7 +5,6 @@
 # %% ../nbs/27_widgets.ipynb #b28c7683
 from __future__ import annotations
 import html, io, itertools, threading, time
-from dataclasses import replace
 import ipywidgets as W
 import torch
 from matplotlib.figure import Figure
@@ -14,7 +13,7 @@ from .model import GPT, GPTConfig
 from .checkpoint import load_model, read_metrics
 from .tokenizers import BPE_VOCAB
 from .train import ARCHS, DEFAULT_ARCH, TrainConfig, all_settings, arch_configs, preset_value, saved_configs, split_settings
-from .sample import Sampling, StopAt, stream_text
+from .sample import Sampling, samples
 from .data import BUILTINS
 from .store import Store
 from .chat import CHAT_BUILTIN, SFT_DEFAULTS, ChatSession, sft_settings
@@ -301,10 +300,9 @@ class SamplePanel(W.VBox):
     def _samples(self, sampling:Sampling):
         "The text of every sample, the later ones after a line of dashes and the prompt (seeds seed, seed+1, ...)."
         stops, prompt = [self.stop_at.value] if self.stop_at.value else [], self.prompt.value
-        for i in range(self.samples.value):
+        for i, sample in enumerate(samples(self.model, self.tokenizer, prompt, self.length.value, sampling, self.samples.value, stops)):
             if i: yield '\n---\n' + prompt
-            s = sampling if sampling.seed is None else replace(sampling, seed=sampling.seed + i)
-            yield from StopAt(stream_text(self.model, self.tokenizer, prompt, self.length.value, s), stops)
+            yield from sample
 
     def _run(self, pieces):
         buf, last = [], time.monotonic()
