@@ -44,6 +44,7 @@ def test_gpt2_tokenizer_and_back(home):
     out = same('g', home)
     assert json.loads((out/'config.json').read_text())['eos_token_id'] == 50256
     import_pretrained(out, 'back', home, overwrite=True)                   # and back: chadgpt import of the export
+    assert json.loads((home/'models'/'back'/'chadgpt.json').read_text())['format'] == 2
     x = torch.tensor([load_model('g', home)[1].encode(TEXT)])
     torch.testing.assert_close(load_model('back', home)[0](x)[0][..., :50257], load_model('g', home)[0](x)[0][..., :50257])
 
@@ -81,3 +82,7 @@ def test_the_command(home):
     assert {'config.json', 'model.safetensors', 'tokenizer.json', 'tokenizer_config.json'} <= {p.name for p in (home/'out').iterdir()}
     with pytest.raises(Exception, match='not empty'): export_hf('lect', home/'out', home)   # not over a folder with files in it
     with pytest.raises(Exception, match='no best checkpoint'): export_hf('lect', home/'out2', home, checkpoint='best')
+    r = chadgpt('export', 'lect', home/'models'/'lect', '--overwrite', home=home)      # never into a chadgpt folder
+    assert r.returncode == 2 and 'is a chadgpt model folder' in r.stderr, r.stderr
+    assert {p.name for p in (home/'models'/'lect').iterdir()} >= {'chadgpt.json', 'tokenizer.chadgpt.json'}
+    assert not {'config.json', 'tokenizer.json'} & {p.name for p in (home/'models'/'lect').iterdir()}
