@@ -68,7 +68,7 @@ def read_config(d:Path) -> dict:
     "The `chadgpt.json` of model folder `d` (or a format-1 folder's `config.json`), refused if a newer chadgpt wrote it."
     cfg = read_json(folder_file(d, CONFIG))
     if not isinstance(cfg, dict) or not isinstance(cfg.get('model'), dict): raise ChadGPTError(f"{d/CONFIG} is not a chadgpt model configuration")
-    if not isinstance(f := cfg.get('format', 1), int) or f > FORMAT:
+    if isinstance(f := cfg.get('format', 1), bool) or not isinstance(f, int) or f > FORMAT:
         raise ChadGPTError(f"model folder {d} has format {f!r}, newer than this chadgpt reads ({FORMAT}); upgrade chadgpt")
     return cfg
 
