@@ -79,3 +79,25 @@ def test_a_restarted_server_survives_damaged_job_files(tmp_path):
     store = Store(tmp_path)
     assert {n: j.state for n, j in store.jobs.items()} == {'c': 'failed'}      # pid 1 is alive, but not the job's process
     assert 'before this job started' in store.status('c')['error']
+
+def test_a_job_cancelled_while_its_process_starts_is_not_left_running(home, monkeypatch):
+    "Cancel waits for a start under way and stops that process: once it answers, the job no longer holds its place."
+    import chadgpt.store as store_module
+    started, real_start = [], store_module.JobProcess.start
+    def slow_start(*a, **kw):
+        started.append(time.monotonic()); time.sleep(1.0)            # the worker is inside the start when cancel comes
+        return real_start(*a, **kw)
+    monkeypatch.setattr(store_module.JobProcess, 'start', staticmethod(slow_start))
+    store = Store(home, workers=1)
+    try:
+        store.train('a', TINY, TrainConfig(batch_size=8, max_iters=100_000, eval_interval=1000, eval_iters=2, device='cpu'))
+        while not started: time.sleep(0.01)
+        st = store.cancel('a')
+        assert st['state'] == 'cancelled', st
+        seen = set()
+        for _ in range(30): seen.add(store.status('a')['state']); time.sleep(0.1)   # past the start: the worker does not
+        assert seen == {'cancelled'}, seen                                # set it back to running
+        store.train('b', TINY, TrainConfig(batch_size=8, max_iters=3, eval_interval=3, eval_iters=2, device='cpu'))
+        while store.status('b')['state'] in ('queued', 'running'): time.sleep(0.1)
+        assert store.status('b')['state'] == 'done'
+    finally: store.shutdown()
