@@ -1,7 +1,9 @@
 """Shared fixtures: a fresh chadgpt home with Tiny Shakespeare copied in (tests never download)."""
-import hashlib, multiprocessing as mp, os, signal, socket, shutil, subprocess, sys, tempfile, time, traceback
+import hashlib, multiprocessing as mp, os, signal, socket, shutil, subprocess, sys, tempfile, time
 from pathlib import Path
 import httpx, pytest
+import forked_cli
+from multiprocessing import forkserver
 
 REPO = Path(__file__).resolve().parents[1]
 SHA256 = '86c4e6aa9db7c042ec79f339dcb96d42b0075e16b8fc2e86bf0ca57e2dc565ed'
@@ -40,22 +42,6 @@ def home(tmp_path, shakespeare) -> Path:
 TINY = ['--n-layer', '1', '--n-embed', '32', '--n-head', '2', '--block-size', '32', '--batch-size', '8',
         '--eval-iters', '2', '--quiet']
 
-def _cli_in_child(args, env, cwd, stdin, out, err):
-    "In a child of the fork server: run `chadgpt.cli.main(args)` as the console script would, with its own files."
-    os.environ.clear(); os.environ.update(env)
-    if cwd is not None: os.chdir(cwd)
-    for fd, path, mode in ((0, stdin, os.O_RDONLY), (1, out, os.O_WRONLY | os.O_APPEND), (2, err, os.O_WRONLY | os.O_APPEND)):
-        f = os.open(path, mode); os.dup2(f, fd); os.close(f)
-    sys.stdin, sys.stdout, sys.stderr = (open(fd, m, encoding='utf-8', closefd=False) for fd, m in ((0, 'r'), (1, 'w'), (2, 'w')))
-    sys.argv = ['chadgpt', *args]
-    from chadgpt.cli import main
-    try: code = main(list(args))
-    except SystemExit as e: code = e.code
-    except BaseException: traceback.print_exc(); code = 1
-    if isinstance(code, str): print(code, file=sys.stderr); code = 1
-    sys.stdout.flush(); sys.stderr.flush()
-    os._exit(code or 0)
-
 _FORKS = None
 
 def _forks():
@@ -63,7 +49,13 @@ def _forks():
     global _FORKS
     if _FORKS is None:
         _FORKS = mp.get_context('forkserver')
-        _FORKS.set_forkserver_preload(['chadgpt.cli'])
+        _FORKS.set_forkserver_preload(['forked_cli'])   # (not this module: its imports would cost each child 0.2 s)
+        old = os.environ.get('PYTHONPATH')              # where the fork server finds forked_cli (each child's own
+        os.environ['PYTHONPATH'] = os.pathsep.join([str(Path(__file__).parent), *([old] if old else [])])   # environment
+        try: forkserver.ensure_running()                # is set by forked_cli.run)
+        finally:
+            if old is None: del os.environ['PYTHONPATH']
+            else: os.environ['PYTHONPATH'] = old
     return _FORKS
 
 def chadgpt(*args, home=None, timeout=300, env=None, input=None, cwd=None, real=False) -> subprocess.CompletedProcess:
@@ -88,7 +80,7 @@ def chadgpt(*args, home=None, timeout=300, env=None, input=None, cwd=None, real=
 class Forked:
     "A `chadgpt` command started by the fork server, with the parts of `subprocess.Popen`'s interface the tests use."
     def __init__(self, args, env, cwd, stdin, out, err):
-        self.args, self.p = args, _forks().Process(target=_cli_in_child, args=(args, env, cwd, stdin, out, err))
+        self.args, self.p = args, _forks().Process(target=forked_cli.run, args=(args, env, cwd, stdin, out, err))
         self.p.start()
         self.pid = self.p.pid
     @property
