@@ -41,8 +41,9 @@ def test_a_resumed_and_a_fine_tuning_command_line(home):
     args = build_parser().parse_args(argv)
     assert (args.base, args.name, args.max_iters, args.dropout) == ('base', 'chatty', 3, 0.0)
 
-def test_the_memory_limit_is_real(home):
+def test_the_memory_limit_is_real(home, monkeypatch):
     "A job whose processes outgrow the limit fails alone, with a line that says so; the store goes on."
+    monkeypatch.setenv('OMP_NUM_THREADS', '2')     # what the process takes depends on its threads (with one it fits)
     need = estimate_train_bytes(replace(TINY, vocab_size=65), 8)
     store = Store(home, max_job_bytes=int(need * 1.1))            # below what a training process takes (~350 MB)
     try:
