@@ -516,7 +516,7 @@ class Store(JobStore):
         try:
             if on_disk := is_model_folder(d): upgrade_folder(d)         # (a format-1 folder: renamed first)
             cfg = job.config if active else read_config(d) if on_disk else None
-            tok = read_json(folder_file(d, TOKENIZER)) if folder_file(d, TOKENIZER).is_file() else None
+            tok = read_json(t) if (t := folder_file(d, TOKENIZER)).is_file() else None
             metrics = read_metrics(d) if on_disk else []
         except (ChadGPTError, OSError):            # deleted or replaced while we read it
             raise ConflictError(f"model {name!r} changed while it was being read (retrained or deleted); try again") from None
