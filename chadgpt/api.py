@@ -333,14 +333,15 @@ def create_app(home=None, api_key:str|None=None, cors_origins:list[str]|None=Non
     """The chadgpt REST service over the store in `home`, answering to `allowed_hosts` (default: loopback names).
     `limits` are the `Store`'s: `max_upload_bytes` (50 MB), `workers` (1), `max_job_bytes` (half this machine's memory)."""
     if limits.get('max_job_bytes') is None: limits['max_job_bytes'] = machine_memory() // 2
+    n = max_generations or max(8, 2 * (os.cpu_count() or 1))
     store = Store(home, **limits)
+    store.shared_steps = n                                        # the generations of one model share their steps
     @asynccontextmanager
     async def lifespan(app):
         yield
         store.shutdown()
     app = FastAPI(title='chadgpt', description="Train GPT language models from scratch and sample from them.",
                   lifespan=lifespan)
-    n = max_generations or 2 * (os.cpu_count() or 1)
     app.state.store, app.state.max_body_bytes = store, MAX_BODY_BYTES
     app.state.generations, app.state.max_generations = threading.BoundedSemaphore(n), n
     key = api_key if api_key is not None else os.environ.get('CHADGPT_API_KEY') or None

@@ -134,6 +134,18 @@ class CausalSelfAttention(nn.Module):
         y = self._attend(q, k, v, start, k_start)
         return self.resid_dropout(self.c_proj(y.transpose(1, 2).contiguous().view(B, T, C)))
 
+    def decode(self, x, K, V, at, rope=None):
+        """`(R, 1, n_embed)` outputs for one new position per row of `x` `(R, 1, n_embed)`: generation's step, for
+        several streams at once. `K`, `V`: the cache buffers `(R', nh, max_len, hs)` whose first `R` rows are `x`'s
+        (position `p` in slot `p % max_len`). `at`: `(rows, slots, seen, mask)`, where to write the new keys and values
+        (`K[rows, :, slots]`), how many slots to read, and which of them each row may see (`None`: all `seen`)."""
+        R, _, C = x.shape
+        rows, slots, seen, mask = at
+        q, k, v = self._qkv(x, rope)                                    # (R, nh, 1, hs)
+        K[rows, :, slots], V[rows, :, slots] = k[:, :, 0], v[:, :, 0]
+        y = F.scaled_dot_product_attention(q, K[:R, :, :seen], V[:R, :, :seen], attn_mask=mask)   # (R, nh, 1, hs)
+        return self.c_proj(y.transpose(1, 2).contiguous().view(R, 1, C))
+
     def attention_weights(self, x, rope=None):
         "The `(B, n_head, T, T)` attention weights (computed explicitly, for inspection)."
         q, k, _ = self._qkv(x, rope)
@@ -163,8 +175,12 @@ class Rotary(nn.Module):
 
     def forward(self, start:int, T:int, device=None):
         "`(cos, sin)`, each `(T, head_size/2)`, for positions `start … start+T-1` (float32, whatever the model's dtype)."
-        inv_freq = self.base ** -(torch.arange(0, self.head_size, 2, device=device).float() / self.head_size)
-        angles = torch.arange(start, start + T, device=device).float()[:, None] * inv_freq
+        return self.at(torch.arange(start, start + T, device=device))
+
+    def at(self, positions:torch.Tensor):
+        "`(cos, sin)`, each `(*positions.shape, head_size/2)`, for any positions (a batch of streams each at its own)."
+        inv_freq = self.base ** -(torch.arange(0, self.head_size, 2, device=positions.device).float() / self.head_size)
+        angles = positions.float()[..., None] * inv_freq
         return angles.cos(), angles.sin()
 
 def apply_rotary(x:torch.Tensor, cos:torch.Tensor, sin:torch.Tensor) -> torch.Tensor:

@@ -4,7 +4,9 @@
 
 # %% ../nbs/28_bench.ipynb #ef2e3abc
 from __future__ import annotations
-import contextlib, importlib.util, io, json, math, os, platform, statistics, subprocess, sys, tempfile, threading, time
+import contextlib, importlib.util, io, json, math, os, platform, socket, statistics, subprocess, sys, tempfile, threading, time
+import urllib.error, urllib.request
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from dataclasses import replace
 import torch
@@ -20,7 +22,7 @@ from .train import ARCHS, TrainConfig, arch_configs, train, train_step
 __all__ = ['BENCH_CONFIGS', 'flops_per_token', 'device_name', 'matmul_peak', 'train_throughput', 'generation_throughput',
            'load_nanogpt', 'nanogpt_model', 'interleaved_medians', 'compare_training', 'compare_generation',
            'compare_nanogpt', 'format_comparison', 'time_to_quality', 'quality_race', 'run_bench', 'format_bench',
-           'tokenizer_speed', 'peak_memory']
+           'serving', 'concurrent_streams', 'tokenizer_speed', 'peak_memory']
 
 # %% ../nbs/28_bench.ipynb #ce29f96e
 BENCH_CONFIGS = {
@@ -267,6 +269,59 @@ def format_bench(res:dict) -> str:
             c, nc = gen.get(f"{n} tokens, cache"), gen.get(f"{n} tokens, no cache")
             if c and nc: lines.append(f"  KV cache speed-up at {n} tokens: {c / nc:.1f}x")
     return '\n'.join(lines)
+
+# %% ../nbs/28_bench.ipynb #3ce9491e
+def _get(url:str, timeout:float=600) -> tuple[int, dict]:
+    "Status and JSON body of a GET to the loopback server."
+    try:
+        with urllib.request.urlopen(url, timeout=timeout) as r: return r.status, json.loads(r.read())
+    except urllib.error.HTTPError as e: return e.code, {}
+
+@contextlib.contextmanager
+def serving(home, *args):
+    "The URL of a `chadgpt serve` process over `home` on a free loopback port, stopped on leaving."
+    with socket.socket() as s: s.bind(('127.0.0.1', 0)); port = s.getsockname()[1]
+    proc = subprocess.Popen([sys.executable, '-m', 'chadgpt', 'serve', '--home', str(home), '--port', str(port), *args],
+                            stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+    url, deadline = f'http://127.0.0.1:{port}', time.monotonic() + 120
+    try:
+        while True:
+            if proc.poll() is not None: raise ChadGPTError(f"chadgpt serve exited: {proc.stderr.read().decode()[-500:]}")
+            try:
+                if _get(url + '/lm', 5)[0] == 200: break
+            except OSError: pass
+            if time.monotonic() > deadline: raise ChadGPTError("chadgpt serve did not start in 120 s")
+            time.sleep(0.2)
+        yield url
+    finally:
+        proc.terminate()
+        try: proc.wait(30)
+        except subprocess.TimeoutExpired: proc.kill(); proc.wait()
+
+# %% ../nbs/28_bench.ipynb #3c486367
+def concurrent_streams(home, config:str='lecture', streams:int=8, tokens:int=150, rounds:int=3, log=print) -> dict:
+    """Aggregate tokens/s of `streams` concurrent `GET /lm/{name}/eval` requests of `tokens` tokens each through
+    `chadgpt serve`, against one request alone: `rounds` of (one alone, all together), medians. The model has
+    `config`'s shape (one training step on Tiny Shakespeare: the speed is the same as a trained one's)."""
+    cfg, name = replace(BENCH_CONFIGS[config][0], dropout=0.0), f'bench-{config}'
+    train(name, cfg, TrainConfig(max_iters=1, eval_interval=1, eval_iters=1, batch_size=2), 'shakespeare', home,
+          overwrite=True, progress=False)
+    alone, together, codes = [], [], []
+    with serving(home) as url:
+        ask = lambda seed: _get(f'{url}/lm/{name}/eval?tokens={tokens}&seed={seed}')[0]
+        ask(0)                                                               # loads the model
+        for _ in range(rounds):
+            t = time.perf_counter(); codes.append(ask(0)); alone.append(time.perf_counter() - t)
+            t = time.perf_counter()
+            with ThreadPoolExecutor(streams) as pool: codes += pool.map(ask, range(streams))
+            together.append(time.perf_counter() - t)
+    one, res = tokens / statistics.median(alone), {'config': config, 'streams': streams, 'tokens': tokens}
+    res.update(one_tokens_per_s=one, tokens_per_s=streams * tokens / statistics.median(together),
+               all_200=all(c == 200 for c in codes), statuses=sorted(set(codes)))
+    res['speedup'] = res['tokens_per_s'] / one
+    if log: log(f"  {streams} streams of {tokens} tokens ({config}): {res['tokens_per_s']:,.0f} tokens/s together, "
+                f"one alone {one:,.0f}: {res['speedup']:.2f}x; statuses {res['statuses']}")
+    return res
 
 # %% ../nbs/28_bench.ipynb #73755438
 def tokenizer_speed(path, specs=('char', 'word', 'gpt2', 'bpe:4096'), log=print) -> list[dict]:

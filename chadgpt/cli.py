@@ -187,7 +187,7 @@ def _serve_command(sub):
     v.add_argument('--max-job-gb', type=float, help="memory the training jobs that run together may use "
                    "(default: half of this machine's)")
     v.add_argument('--max-generations', type=int, help="text generations run at once; more get 429 "
-                   "(default: twice the CPU cores)")
+                   "(default: 8, or twice the CPU cores if more)")
 
 def _bench_command(sub):
     b = sub.add_parser('bench', help="measure training and generation speed",

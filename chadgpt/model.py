@@ -4,7 +4,7 @@
 
 # %% ../nbs/12_model.ipynb #48d2ba7c
 from __future__ import annotations
-import json, math
+import json, math, queue, threading
 from pathlib import Path
 from safetensors import safe_open
 from dataclasses import dataclass, asdict, fields, InitVar
@@ -16,8 +16,9 @@ from .attention import MultiHeadAttention, CausalSelfAttention, Dropout, Rotary
 
 # %% auto #0
 __all__ = ['PRESETS', 'HUB_MODELS', 'GPT2_NAMES', 'head_advice', 'GPTConfig', 'FeedForward', 'make_norm', 'Block', 'GPT',
-           'config_from_lecture', 'state_dict_from_lecture', 'check_sampling', 'penalise_repeats', 'sample_next',
-           'GPTCache', 'config_from_hf', 'hf_key', 'gpt2_key', 'state_dict_from_hf']
+           'config_from_lecture', 'state_dict_from_lecture', 'check_sampling', 'penalise_repeats', 'pick_next',
+           'sample_next', 'GPTCache', 'DecodeCache', 'StreamBatcher', 'config_from_hf', 'hf_key', 'gpt2_key',
+           'state_dict_from_hf']
 
 # %% ../nbs/12_model.ipynb #b44fd877
 def head_advice(n_embed:int, n_head:int) -> str:
@@ -135,6 +136,10 @@ class Block(nn.Module):
         x = x + self.mlp(self.ln_2(x))
         return x
 
+    def decode(self, x, K, V, at, rope=None):   # generation's step for several streams: see `GPT.decode`
+        x = x + self.attn.decode(self.ln_1(x), K, V, at, rope)
+        return x + self.mlp(self.ln_2(x))
+
 # %% ../nbs/12_model.ipynb #1c9ec0a9
 class GPT(nn.Module):
     "A decoder-only transformer language model."
@@ -154,6 +159,7 @@ class GPT(nn.Module):
             if name.endswith(('c_proj.weight', 'attn.proj.weight')):
                 nn.init.normal_(p, 0.0, 0.02 / math.sqrt(2 * c.n_layer)) if not c.zero_init else nn.init.zeros_(p)
         if c.zero_init and not c.tie_weights: nn.init.zeros_(self.lm_head.weight)
+        self.batcher = None                # a `StreamBatcher` (below) when concurrent generations share their steps
 
     def _init_weights(self, m):
         if isinstance(m, (nn.Linear, nn.Embedding)): nn.init.normal_(m.weight, 0.0, 0.02)
@@ -174,11 +180,33 @@ class GPT(nn.Module):
         x, rope = self.embed(idx, 0 if cache is None else cache.length)          # (B, T, C)
         for i, block in enumerate(self.blocks): x = block(x, None if cache is None else cache.layers[i], rope)
         if cache is not None: cache.length += T
-        logits = self.lm_head(self.ln_f(x))                                      # (B, T, padded_vocab)
-        if self.config.softcap: logits = self.config.softcap * torch.tanh(logits / self.config.softcap)
-        if self.config.padded_vocab > self.config.vocab_size: logits[..., self.config.vocab_size:] = float('-inf')
+        logits = self.head(x)                                                    # (B, T, padded_vocab)
         if targets is None: return logits, None
         return logits, F.cross_entropy(logits.view(B * T, -1), targets.view(B * T))
+
+    def head(self, x):
+        "The logits of the last block's output `x`: final norm, output layer, soft-cap; padding rows never chosen."
+        logits = self.lm_head(self.ln_f(x))
+        if self.config.softcap: logits = self.config.softcap * torch.tanh(logits / self.config.softcap)
+        if self.config.padded_vocab > self.config.vocab_size: logits[..., self.config.vocab_size:] = float('-inf')
+        return logits
+
+    def decode(self, cache:DecodeCache, tokens, positions:list[int]|None=None):
+        """Logits `(R, 1, padded_vocab)` after one new token per row, in eval mode: `tokens` `(R, 1)` continue the first
+        `R` rows of `cache`, at `positions` (one per row: streams at different points of their texts), or all at
+        `cache.length` (which then moves on). Every weight is read once for all the rows."""
+        R, n, dev = tokens.shape[0], self.config.block_size, tokens.device
+        ps = [cache.length] * R if positions is None else positions
+        pos = torch.tensor(ps, device=dev)
+        if self.rotary is None: x, rope = self.token_embedding(tokens) + self.position_embedding(pos)[:, None], None
+        else: x, rope = self.token_embedding(tokens), [t[:, None, None] for t in self.rotary.at(pos)]   # (R, 1, 1, hs/2)
+        seen = [min(p + 1, n) for p in ps]                     # the slots each row reads: its past, at most the window
+        if len(set(ps)) == 1: at = (slice(0, R), ps[0] % n, seen[0], None)
+        else: at = (torch.arange(R, device=dev), pos % n, max(seen),
+                    (torch.arange(max(seen), device=dev) < torch.tensor(seen, device=dev)[:, None])[:, None, None])
+        for i, block in enumerate(self.blocks): x = block.decode(x, cache.k[i], cache.v[i], at, rope)
+        if positions is None: cache.length += 1
+        return self.head(x)
 
     def num_params(self, exclude_embeddings:bool=False) -> int:
         "Number of parameters (shared weights counted once); optionally without the embedding tables."
@@ -193,18 +221,24 @@ class GPT(nn.Module):
         "Yield `max_new_tokens` sampled tokens, each `(B, 1)`, continuing the context `idx` `(B, T)`."
         check_sampling(temperature, top_k, top_p, repetition_penalty)
         if idx.ndim != 2 or idx.shape[1] == 0: raise ChadGPTError("generation needs a (B, T) context with T >= 1")
-        was_training, cache = self.training, GPTCache(self) if use_cache else None
+        V = self.config.vocab_size
+        pick = lambda logits, idx: pick_next(logits[:, -1, :V], idx, temperature, top_k, top_p, generator, repetition_penalty)
+        if self.batcher is not None and use_cache and idx.shape[0] == 1 and not self.training:
+            yield from self.batcher.stream(idx, max_new_tokens, pick); return       # in the shared steps
+        was_training, cache = self.training, self.new_cache(idx.shape[0]) if use_cache else None
         self.eval()
         try:
             for _ in range(max_new_tokens):
                 if cache is None: logits, _ = self(idx[:, -self.config.block_size:])   # the window, whole
                 else: logits = cache.logits(idx)                  # the same logits, reading only the new token
-                last = logits[:, -1, :self.config.vocab_size]
-                if repetition_penalty != 1: last = penalise_repeats(last, idx, repetition_penalty)
-                nxt = sample_next(last, temperature, top_k, top_p, generator)
+                nxt = pick(logits, idx)
                 idx = torch.cat((idx, nxt), dim=1)                # (B, T+1)
                 yield nxt
         finally: self.train(was_training)
+
+    def new_cache(self, batch:int=1):
+        "The cache generation keeps for `batch` rows: a `DecodeCache` for fused attention, a `GPTCache` for the lecture's heads."
+        return DecodeCache(self, batch) if self.config.attention == 'fused' else GPTCache(self)
 
     def generate(self, idx, max_new_tokens:int, temperature:float=1.0, top_k:int|None=None,
                  top_p:float|None=None, generator=None, use_cache:bool=True, repetition_penalty:float=1.0):
@@ -289,6 +323,12 @@ def penalise_repeats(logits, idx, penalty:float):
     score = logits.gather(1, idx)                        # every token of the context so far (a repeat counts once)
     return logits.scatter(1, idx, torch.where(score > 0, score / penalty, score * penalty))
 
+def pick_next(last, idx, temperature:float=1.0, top_k:int|None=None, top_p:float|None=None, generator=None,
+              repetition_penalty:float=1.0):
+    "Generation's next token `(B, 1)` after `idx` `(B, T)`, from the last position's logits `(B, vocab_size)`."
+    if repetition_penalty != 1: last = penalise_repeats(last, idx, repetition_penalty)
+    return sample_next(last, temperature, top_k, top_p, generator)
+
 def sample_next(logits, temperature:float=1.0, top_k:int|None=None, top_p:float|None=None, generator=None):
     "Sample one token id per row from last-position logits `(B, vocab_size)`; returns `(B, 1)`."
     scaled = logits.float() / temperature if temperature else logits
@@ -325,6 +365,112 @@ class GPTCache:
         if self.length == 0:                                               # the first step prefills the caches
             return m(idx[:, -m.config.n_layer * bs:] if rolling else idx, cache=self)[0]
         return m(idx[:, -1:], cache=self)[0]                               # later steps: only the newest token
+
+# %% ../nbs/12_model.ipynb #299806c1
+class DecodeCache(GPTCache):
+    """Generation's cache for `batch` rows of a fused-attention `GPT`, all at one position: per layer a key and a value
+    buffer of `block_size` positions, allocated once. The prompt is read as `GPTCache` reads it; later steps use `GPT.decode`."""
+    def __init__(self, model:GPT, batch:int=1):
+        c = model.config
+        if c.attention != 'fused': raise ChadGPTError("DecodeCache needs attention='fused' (use GPTCache for the lecture's heads)")
+        super().__init__(model)
+        w = model.lm_head.weight
+        shape = (batch, c.n_head, c.block_size, c.n_embed // c.n_head)
+        zeros = lambda: [w.new_zeros(shape) for _ in model.blocks]    # zeros: a masked-out slot must hold no NaN (0 · NaN is NaN)
+        self.batch, self.k, self.v = batch, zeros(), zeros()
+        for kv, k, v in zip(self.layers, self.k, self.v): kv.k, kv.v = k, v      # the prefill writes into these buffers
+
+    def logits(self, idx):
+        "`GPTCache.logits`: the same logits, the steps after the prefill through the lean `GPT.decode`."
+        m = self.model
+        if self.length == 0 or (m.rotary is None and idx.shape[1] > m.config.block_size): return super().logits(idx)
+        return m.decode(self, idx[:, -1:])
+
+    def prefill(self, row:int, idx):
+        "Read the context `idx` `(1, T)` into row `row` alone: `GPTCache.logits`' first step, and the positions it holds."
+        cache = GPTCache(self.model)
+        for kv, k, v in zip(cache.layers, self.k, self.v): kv.k, kv.v = k[row:row + 1], v[row:row + 1]
+        return cache.logits(idx), cache.length
+
+# %% ../nbs/12_model.ipynb #ffced9bc
+class _Stream:
+    "One generation in a `StreamBatcher`: its text so far, tokens still to make, how it picks them, and its reader's queue."
+    def __init__(self, idx, n:int, pick):
+        self.idx, self.left, self.pick, self.out, self.length, self.closed = idx, n, pick, queue.SimpleQueue(), 0, False
+
+    def take(self, logits):
+        "Pick the next token from this step's `logits` and hand it to the reader."
+        nxt = self.pick(logits, self.idx)
+        self.idx, self.left = torch.cat((self.idx, nxt), dim=1), self.left - 1
+        self.out.put(nxt)
+
+class StreamBatcher:
+    """Concurrent single-row generations from one eval-mode `model` in shared steps (continuous batching): at most
+    `max_streams` step together, each in a row of one `DecodeCache`; later ones join as others leave. One thread runs
+    the steps while there are streams."""
+    def __init__(self, model:GPT, max_streams:int=8):
+        if model.config.attention != 'fused': raise ChadGPTError("shared steps need attention='fused'")
+        self.model, self.max_streams, self.steps = model, max_streams, 0
+        self._lock, self._joining, self._rows, self._thread = threading.Lock(), [], [None] * max_streams, None
+
+    def stream(self, idx, max_new_tokens:int, pick):
+        "Yield the `max_new_tokens` tokens `(1, 1)` after `idx` `(1, T)`, each chosen by `pick(logits, idx)`."
+        s = _Stream(idx, max_new_tokens, pick)
+        with self._lock:
+            self._joining.append(s)
+            if self._thread is None:
+                self._thread = threading.Thread(target=self._run, name='chadgpt-decode', daemon=True)
+                self._thread.start()
+        try:
+            for _ in range(max_new_tokens):
+                t = s.out.get()
+                if isinstance(t, BaseException): raise t
+                yield t
+        finally: s.closed = True                                 # it leaves before the next step
+
+    def _seat(self) -> bool:
+        "Free the rows of streams that are done, seat joining ones in free rows; whether any stream is left."
+        with self._lock:
+            rows = [s if s is not None and not s.closed and s.left > 0 else None for s in self._rows]
+            for r in range(len(rows)):
+                if rows[r] is None and self._joining: rows[r] = self._joining.pop(0)
+            self._rows = rows
+            if any(rows): return True
+            self._thread = None
+            return False
+
+    def _run(self):
+        cache = DecodeCache(self.model, self.max_streams)      # the rows' keys and values, while there are streams
+        while self._seat():
+            with torch.no_grad(): self.step(cache, self._rows)
+            self.steps += 1
+
+    def step(self, cache:DecodeCache, rows:list):
+        """One token for each stream in `rows` (the rows of `cache`; `None`: a free row). A new stream reads its prompt
+        into its row alone, the others share one `GPT.decode`. A failure ends only the streams it touches."""
+        m, bs, shared = self.model, self.model.config.block_size, []
+        for r, s in enumerate(rows):
+            if s is None: continue
+            try:
+                if s.length == 0: logits, s.length = cache.prefill(r, s.idx)               # joins: its prompt, alone
+                elif m.rotary is None and s.idx.shape[1] > bs: logits = m(s.idx[:, -bs:])[0]   # a learned window slides
+                else: shared.append(r); continue
+                s.take(logits)
+            except Exception as e: s.out.put(e); s.left = 0                   # for its reader to raise
+        if not shared: return
+        R = shared[-1] + 1          # rows 0..R-1 step; the others among them write where their next step overwrites
+        keep = lambda s: s is not None and s.length and (m.rotary is not None or s.length < bs)
+        pos = [rows[r].length if keep(rows[r]) else 0 for r in range(R)]
+        tokens = torch.stack([rows[r].idx[0, -1:] if r in shared else rows[shared[0]].idx[0, -1:] for r in range(R)])
+        try: logits = m.decode(cache, tokens, pos)
+        except Exception as e: logits = e
+        for r in shared:
+            s = rows[r]
+            try:
+                if isinstance(logits, Exception): raise logits
+                s.length += 1
+                s.take(logits[r:r + 1])
+            except Exception as e: s.out.put(e); s.left = 0
 
 # %% ../nbs/12_model.ipynb #1ea9996c
 HUB_MODELS = ('gpt2', 'gpt2-medium', 'gpt2-large', 'gpt2-xl')

@@ -13,7 +13,7 @@ import psutil, torch
 from .core import (ChadGPTError, NotFoundError, ConflictError, BusyError, atomic_path, atomic_write, check_name,
                           get_home, safe_join)
 from .data import BUILTINS, data_dir, decode_text, read_text, resolve_alias
-from .model import GPTConfig
+from .model import GPTConfig, StreamBatcher
 from .tokenizers import describe_tokenizer, spec_of
 from .tokens import token_sets
 from .checkpoint import (CHECKPOINTS, STATE, TOKENIZER, WEIGHTS, checkpoint_step, folder_file, is_model_folder, load_model,
@@ -302,6 +302,7 @@ class JobStore(DatasetStore):
     """`DatasetStore` plus background training jobs, each in a process of its own: queued, run by `workers` at a time,
     cancelled, and found again by a restarted server."""
     stop_grace = 30.0      # seconds a job's process has to stop after SIGTERM, before SIGKILL
+    shared_steps = 0       # above 1: the generations of a model `load`ed from here share their steps, that many at once
     def __init__(self, home=None, max_upload_bytes:int=50_000_000, workers:int=1, max_job_bytes:int|None=None,
                  max_jobs:int=16, max_loaded:int=8, reserve_bytes:int=256 * 2**20, max_token_sets:int=4):
         super().__init__(home, max_upload_bytes, reserve_bytes, max_token_sets)
@@ -545,7 +546,10 @@ class Store(JobStore):
             try:
                 key = (path.stat().st_mtime_ns, str(device))
                 hit = self._cache.get((name, checkpoint))
-                if hit is None or hit[0] != key: hit = (key, *load_model(d, device=device, checkpoint=checkpoint))
+                if hit is None or hit[0] != key:
+                    hit = (key, *load_model(d, device=device, checkpoint=checkpoint))
+                    if self.shared_steps > 1 and hit[1].config.attention == 'fused':
+                        hit[1].batcher = StreamBatcher(hit[1], self.shared_steps)
             except Exception as e:                 # deleted or retrained between the checks and the read, or damaged
                 what = "changed while it was being loaded (retrained or deleted)" if not (d/WEIGHTS).is_file() else \
                        f"could not be loaded ({type(e).__name__})"

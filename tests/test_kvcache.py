@@ -31,7 +31,7 @@ def test_stream_text_uses_the_cache_and_matches():
     tok = CharTokenizer.from_text(''.join(chr(40 + i) for i in range(65)))
     m = model('fused')
     calls = []
-    h = m.blocks[0].attn.register_forward_hook(lambda mod, args, out: calls.append(args[0].shape[1]))
+    h = m.blocks[0].attn.c_attn.register_forward_hook(lambda mod, args, out: calls.append(args[0].shape[1]))   # prefill and steps alike
     text = generate_text(m, tok, 'abc', 10, seed=0)
     h.remove()
     assert calls[0] == 3 and set(calls[1:]) == {1}                          # prefill, then one position per token

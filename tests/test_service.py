@@ -296,3 +296,31 @@ def test_sigterm_stops_jobs_with_a_checkpoint(home):
         st = s.client.get('/lm/j/status').json()
         assert st['state'] == 'cancelled' and st['resumable'] and st['error'] is None, st
     finally: s.stop()
+
+def test_concurrent_generations_share_steps_and_each_text_is_its_own(server):
+    "Eight generations at once (JSON, Server-Sent Events, OpenAI; one ended by a stop string, one by a client that "
+    "leaves) all answer 200, and each gives the text it gives alone: the shared steps change no stream's tokens."
+    c = server.client
+    assert c.post('/lm/tiny/train', json=train_body(max_iters=30, eval_interval=30)).status_code == 202
+    assert server.wait('tiny')['state'] == 'done'
+    def eval_json(i):
+        r = c.get('/lm/tiny/eval', params={'tokens': 120, 'seed': i, 'prompt': 'ROMEO'[:i]})
+        assert r.status_code == 200, r.text
+        return r.json()['eval']
+    def eval_sse(i):
+        with httpx.stream('GET', f'{server.url}/lm/tiny/eval', params={'tokens': 120, 'seed': i, 'stream': True}, timeout=60) as r:
+            return ''.join(d['text'] for e, d in sse_events(r.iter_lines()) if e == 'message')
+    def openai(i):
+        r = c.post('/v1/completions', json={'model': 'tiny', 'prompt': 'KING', 'max_tokens': 100, 'seed': i, 'temperature': 0.9})
+        return r.json()['choices'][0]['text']
+    def stopped(i): return c.get('/lm/tiny/eval', params={'tokens': 200, 'seed': i, 'stop': 'e'}).json()['eval']
+    def leaves(i):                                         # reads two events of a long stream, then hangs up
+        with httpx.stream('GET', f'{server.url}/lm/tiny/eval', params={'tokens': 5000, 'seed': i, 'stream': True}, timeout=60) as r:
+            lines = r.iter_lines()
+            return [next(lines) for _ in range(2)][0][:6]
+    calls = [(eval_json, 1), (eval_json, 2), (eval_sse, 3), (eval_sse, 4), (openai, 5), (openai, 6), (stopped, 7), (leaves, 8)]
+    alone = [f(i) for f, i in calls]
+    with ThreadPoolExecutor(8) as pool: together = list(pool.map(lambda fi: fi[0](fi[1]), calls))
+    assert together == alone
+    assert len(alone[0]) == 120 and 'e' not in alone[6] and alone[7] == 'data: '
+    assert eval_json(1) == alone[0]                           # and the server is still fine
