@@ -10,19 +10,22 @@ from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from dataclasses import replace
 import torch
-from .core import ChadGPTError
+from torch.nn import functional as F
+from .core import ChadGPTError, get_home
 from .model import GPT, GPTConfig
 from .tokenizers import build_tokenizer
 from .tokens import array_encoder, read_chunks
+from .data import data_dir
 from .device import cpu_has_bf16, resolve_device, resolve_dtype
 from .optim import configure_optimizer
 from .train import ARCHS, TrainConfig, arch_configs, train, train_step
 
 # %% auto #0
 __all__ = ['BENCH_CONFIGS', 'flops_per_token', 'device_name', 'matmul_peak', 'train_throughput', 'generation_throughput',
-           'load_nanogpt', 'nanogpt_model', 'interleaved_medians', 'compare_training', 'compare_generation',
-           'compare_nanogpt', 'format_comparison', 'time_to_quality', 'quality_race', 'run_bench', 'format_bench',
-           'serving', 'concurrent_streams', 'tokenizer_speed', 'peak_memory']
+           'weight_floor', 'decode_vs_floor', 'load_nanogpt', 'nanogpt_model', 'interleaved_medians',
+           'compare_training', 'compare_generation', 'compare_nanogpt', 'format_comparison', 'nanogpt_data',
+           'training_race', 'time_to_quality', 'quality_race', 'run_bench', 'format_bench', 'serving',
+           'concurrent_streams', 'bench_extras', 'tokenizer_speed', 'peak_memory']
 
 # %% ../nbs/28_bench.ipynb #ce29f96e
 BENCH_CONFIGS = {
@@ -102,6 +105,33 @@ def generation_throughput(cfg:GPTConfig, device='auto', new_tokens:int=500, use_
     _sync(device)
     return new_tokens / (time.perf_counter() - t)
 
+# %% ../nbs/28_bench.ipynb #f62c20dc
+@torch.no_grad()
+def weight_floor(model:GPT, reps:int=30) -> float:
+    "Seconds to read every weight matrix of `model` once: one matrix-vector product each (the output layer too), median of `reps`."
+    ws = [p for n, p in model.named_parameters() if p.dim() == 2 and 'embedding' not in n]
+    if model.config.tie_weights: ws.append(model.lm_head.weight)
+    xs = {w.shape[1]: torch.randn(1, w.shape[1], dtype=w.dtype, device=w.device) for w in ws}
+    for _ in range(3): [F.linear(xs[w.shape[1]], w) for w in ws]
+    times = []
+    for _ in range(reps):
+        t = time.perf_counter(); [F.linear(xs[w.shape[1]], w) for w in ws]; _sync(ws[0].device); times.append(time.perf_counter() - t)
+    return statistics.median(times)
+
+@torch.no_grad()
+def decode_vs_floor(config:str='lecture', arch:str='lecture', dtype=torch.float32, new_tokens:int=200, device='cpu') -> dict:
+    "Milliseconds per generated token of preset `arch` at `config`'s shape with weights in `dtype`, against `weight_floor`."
+    device = resolve_device(device) if isinstance(device, str) else device
+    cfg = replace(BENCH_CONFIGS[config][0], dropout=0.0, **ARCHS[arch][0])
+    torch.manual_seed(0)
+    m, idx = GPT(cfg).to(device, dtype).eval(), torch.zeros((1, 1), dtype=torch.long, device=device)
+    n = min(new_tokens, cfg.block_size - 1) if not cfg.rotary else new_tokens      # inside the window: the cached step
+    m.generate(idx, 3, temperature=0); _sync(device)
+    t = time.perf_counter(); m.generate(idx, n, temperature=0); _sync(device)
+    per, floor = (time.perf_counter() - t) / n, weight_floor(m)
+    return {'config': config, 'arch': arch, 'dtype': str(dtype).removeprefix('torch.'), 'tokens': n,
+            'ms_per_token': per * 1e3, 'floor_ms': floor * 1e3, 'ratio': per / floor}
+
 # %% ../nbs/28_bench.ipynb #f4d32c5e
 def load_nanogpt(path):
     "Import nanoGPT's `model.py` from `path` (the repository keeps it in `third_party/nanogpt`)."
@@ -148,19 +178,24 @@ def compare_training(ng, config:str='small', batch_size:int=12, steps:int=30, de
             'chadgpt_ms': med['chadgpt'] * 1e3, 'nanogpt_ms': med['nanoGPT'] * 1e3, 'speedup': med['nanoGPT'] / med['chadgpt']}
 
 @torch.no_grad()
-def compare_generation(ng, new_tokens:int=200, arch:str='lecture', device='cpu', dtype=torch.float32, seed:int=0) -> dict:
-    "Seconds for `new_tokens` at batch 1 from one token: chadgpt's `generate` (preset `arch`, weights in `dtype`) and nanoGPT's."
+def compare_generation(ng, new_tokens:int=200, arch:str='lecture', device='cpu', dtype=torch.float32, seed:int=0,
+                       config:str='lecture', rounds:int=3) -> dict:
+    """Seconds for `new_tokens` at batch 1 from one token at `config`'s shape: chadgpt's `generate` (preset `arch`,
+    weights in `dtype`) and nanoGPT's, in turns `rounds` times; medians."""
     device = resolve_device(device) if isinstance(device, str) else device
-    cfg = replace(BENCH_CONFIGS['lecture'][0], dropout=0.0)
+    cfg = replace(BENCH_CONFIGS[config][0], dropout=0.0)
     torch.manual_seed(seed)
     ours, theirs = GPT(replace(cfg, **ARCHS[arch][0])).to(device, dtype).eval(), nanogpt_model(ng, cfg).to(device).eval()
     idx = torch.zeros((1, 1), dtype=torch.long, device=device)
-    secs = {}
-    for name, gen in (('nanoGPT', lambda n: theirs.generate(idx, n)), ('chadgpt', lambda n: ours.generate(idx, n))):
-        gen(2); _sync(device); t = time.perf_counter()               # both sample at temperature 1
-        gen(new_tokens); _sync(device); secs[name] = time.perf_counter() - t
-    return {'arch': arch, 'new_tokens': new_tokens, 'dtype': str(dtype).removeprefix('torch.'), 'chadgpt_s': secs['chadgpt'],
-            'nanogpt_s': secs['nanoGPT'], 'speedup': secs['nanoGPT'] / secs['chadgpt']}
+    gens = {'nanoGPT': lambda n: theirs.generate(idx, n), 'chadgpt': lambda n: ours.generate(idx, n)}   # both at temperature 1
+    for gen in gens.values(): gen(2)
+    secs = {k: [] for k in gens}
+    for _ in range(rounds):
+        for name, gen in gens.items():
+            _sync(device); t = time.perf_counter(); gen(new_tokens); _sync(device); secs[name].append(time.perf_counter() - t)
+    secs = {k: statistics.median(v) for k, v in secs.items()}
+    return {'config': config, 'arch': arch, 'new_tokens': new_tokens, 'dtype': str(dtype).removeprefix('torch.'),
+            'chadgpt_s': secs['chadgpt'], 'nanogpt_s': secs['nanoGPT'], 'speedup': secs['nanoGPT'] / secs['chadgpt']}
 
 # %% ../nbs/28_bench.ipynb #39038089
 def compare_nanogpt(path, device='cpu', dtypes=('float32',), steps:int=30, log=print) -> dict:
@@ -170,9 +205,9 @@ def compare_nanogpt(path, device='cpu', dtypes=('float32',), steps:int=30, log=p
            'train': compare_training(ng, 'small', 12, steps, device), 'generate': []}
     log(f"  small model, training: {res['train']['speedup']:.2f}x nanoGPT")
     for dt in dtypes:
-        for n, arch in ((200, 'lecture'), (500, 'modern')):
-            res['generate'].append(r := compare_generation(ng, n, arch, device, getattr(torch, dt)))
-            log(f"  {arch} model, {n} tokens, {dt}: {r['speedup']:.1f}x nanoGPT")
+        for config, n, arch in (('lecture', 200, 'lecture'), ('lecture', 500, 'modern'), ('small', 200, 'lecture'), ('small', 200, 'modern')):
+            res['generate'].append(r := compare_generation(ng, n, arch, device, getattr(torch, dt), config=config))
+            log(f"  {arch} model at the {config} size, {n} tokens, {dt}: {r['speedup']:.2f}x nanoGPT")
     return res
 
 def format_comparison(res:dict) -> str:
@@ -181,11 +216,107 @@ def format_comparison(res:dict) -> str:
     lines = [f"chadgpt vs nanoGPT on {res['device']}, torch {res['torch']}",
              f"training, small model (batch {t['batch_size']}, chadgpt {t['dtype']}, nanoGPT float32; medians of interleaved steps):",
              f"  chadgpt {t['chadgpt_ms']:.1f} ms/step, nanoGPT {t['nanogpt_ms']:.1f} ms/step: {t['speedup']:.2f}x", '',
-             "decoding, lecture size (6 x 384 x 6, block 256), batch 1, one-token prompt:"]
+             "decoding, batch 1, one-token prompt (lecture size 6 x 384 x 6, block 256; small 4 x 128 x 4, block 64; medians of turns):"]
     for g in res['generate']:
-        lines.append(f"  {g['arch']:>7} {g['new_tokens']} tokens ({g['dtype']} weights): chadgpt {g['chadgpt_s']:.2f} s, "
-                     f"nanoGPT {g['nanogpt_s']:.2f} s: {g['speedup']:.1f}x")
+        lines.append(f"  {g.get('config', 'lecture'):>7} {g['arch']:>7} {g['new_tokens']} tokens ({g['dtype']} weights): "
+                     f"chadgpt {g['chadgpt_s']:.2f} s, nanoGPT {g['nanogpt_s']:.2f} s: {g['speedup']:.2f}x")
     return '\n'.join(lines)
+
+# %% ../nbs/28_bench.ipynb #e8930ea4
+_NANOGPT_TRAIN = """
+import contextlib, io, json, math, os, sys, time
+import numpy as np, torch
+a = json.loads(sys.argv[1])
+sys.path.insert(0, os.path.dirname(a['model_py'])); import model as ng
+torch.manual_seed(1337)
+train_data = np.memmap(os.path.join(a['data'], 'train.bin'), dtype=np.uint16, mode='r')
+val_data = np.memmap(os.path.join(a['data'], 'val.bin'), dtype=np.uint16, mode='r')
+B, T, steps, lr = a['batch_size'], a['block_size'], a['steps'], a['learning_rate']
+def get_batch(split):                                    # nanoGPT's train.py, on a CPU
+    data = train_data if split == 'train' else val_data
+    ix = torch.randint(len(data) - T, (B,))
+    x = torch.stack([torch.from_numpy((data[i:i+T]).astype(np.int64)) for i in ix])
+    y = torch.stack([torch.from_numpy((data[i+1:i+1+T]).astype(np.int64)) for i in ix])
+    return x, y
+model = ng.GPT(ng.GPTConfig(block_size=T, vocab_size=a['vocab_size'], n_layer=a['n_layer'], n_head=a['n_head'],
+                            n_embd=a['n_embed'], dropout=0.0, bias=True))
+with contextlib.redirect_stdout(io.StringIO()): optimizer = model.configure_optimizers(0.1, lr, (0.9, 0.99), 'cpu')
+@torch.no_grad()
+def estimate_loss():
+    out = {}
+    model.eval()
+    for split in ('train', 'val'):
+        losses = torch.zeros(a['eval_iters'])
+        for k in range(a['eval_iters']):
+            X, Y = get_batch(split); _, loss = model(X, Y); losses[k] = loss.item()
+        out[split] = losses.mean()
+    model.train()
+    return out
+def get_lr(it):
+    warmup, min_lr = min(100, steps // 10), lr / 10
+    if it < warmup: return lr * (it + 1) / (warmup + 1)
+    return min_lr + 0.5 * (1.0 + math.cos(math.pi * (it - warmup) / max(1, steps - warmup))) * (lr - min_lr)
+X, Y = get_batch('train')
+for it in range(steps + 1):
+    for g in optimizer.param_groups: g['lr'] = get_lr(it)
+    if it % steps == 0:
+        losses = estimate_loss()
+        torch.save({'model': model.state_dict(), 'optimizer': optimizer.state_dict(), 'iter_num': it},
+                   os.path.join(a['out'], 'ckpt.pt'))
+    if it == steps: break
+    _, loss = model(X, Y)
+    X, Y = get_batch('train')
+    loss.backward()
+    torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)
+    optimizer.step(); optimizer.zero_grad(set_to_none=True)
+print(json.dumps({'val_loss': float(losses['val'])}))
+"""
+
+def nanogpt_data(text_path, out) -> int:
+    "nanoGPT's `shakespeare_char/prepare.py`: the characters as `uint16` ids, 90% `train.bin`, 10% `val.bin`; the vocabulary size."
+    import numpy as np
+    text = Path(text_path).read_text(encoding='utf-8')
+    chars = sorted(set(text)); ids = np.array([{c: i for i, c in enumerate(chars)}[c] for c in text], dtype=np.uint16)
+    n = int(len(ids) * 0.9)
+    ids[:n].tofile(Path(out)/'train.bin'); ids[n:].tofile(Path(out)/'val.bin')
+    return len(chars)
+
+# %% ../nbs/28_bench.ipynb #11c14134
+def _timed(argv:list, what:str) -> float:
+    "Seconds of a whole process, from start to exit."
+    t = time.perf_counter()
+    r = subprocess.run(argv, capture_output=True, text=True)
+    if r.returncode: raise ChadGPTError(f"{what} failed: {r.stderr.strip()[-800:]}")
+    return time.perf_counter() - t
+
+def training_race(home, model_py, config:str='small', steps:int|None=None, arch:str='lecture', dtype:str='float32',
+                  rounds:int=3, log=print) -> dict:
+    """Whole runs: `chadgpt train --arch arch --dtype dtype` at `config`'s shape against nanoGPT's `model.py` trained as
+    its `train.py` does (float32), `rounds` of each in turns; median seconds and their ratio. Needs Tiny Shakespeare in `home`."""
+    cfg, B = BENCH_CONFIGS[config]
+    steps = steps or {'small': 300, 'lecture': 20}.get(config, 20)
+    text = data_dir(home)/'tinyshakespeare.txt'
+    if not text.is_file(): raise ChadGPTError(f"training_race needs {text} (chadgpt prepare shakespeare --home {home})")
+    shape = dict(block_size=cfg.block_size, n_layer=cfg.n_layer, n_head=cfg.n_head, n_embed=cfg.n_embed)
+    ours = [sys.executable, '-m', 'chadgpt', 'train', '--home', str(home), '--dataset', 'shakespeare', '--name', 'race',
+            '--overwrite', '--quiet', '--arch', arch, '--dtype', dtype, '--dropout', '0', '--batch-size', str(B),
+            '--max-iters', str(steps), '--eval-interval', str(steps), '--eval-iters', '20',
+            *[f'--{k.replace("_", "-")}={v}' for k, v in shape.items()]]
+    with tempfile.TemporaryDirectory() as d:
+        V = nanogpt_data(text, d)
+        args = {'model_py': str(Path(model_py).resolve()), 'data': d, 'out': d, 'batch_size': B, 'steps': steps,
+                'vocab_size': V, 'learning_rate': 1e-3, 'eval_iters': 20, **shape}
+        theirs = [sys.executable, '-c', _NANOGPT_TRAIN, json.dumps(args)]
+        _timed(ours, 'chadgpt train')                        # once untimed: its token cache, as any second run has it
+        times = {'chadgpt': [], 'nanoGPT': []}
+        for _ in range(rounds):
+            times['chadgpt'].append(_timed(ours, 'chadgpt train')); times['nanoGPT'].append(_timed(theirs, 'the nanoGPT run'))
+    res = {'config': config, 'arch': arch, 'dtype': dtype, 'steps': steps, 'batch_size': B, 'times': times,
+           **{f'{k}_s': statistics.median(v) for k, v in times.items()}}
+    res['speedup'] = res['nanoGPT_s'] / res['chadgpt_s']
+    if log: log(f"  {config} ({steps} steps, {arch}, {dtype}): chadgpt train {res['chadgpt_s']:.1f} s, "
+                f"nanoGPT {res['nanoGPT_s']:.1f} s: {res['speedup']:.2f}x")
+    return res
 
 # %% ../nbs/28_bench.ipynb #3344ec0b
 def time_to_quality(model:GPTConfig, train_cfg:TrainConfig, home, target:float=1.886, limit_s:float=300.0,
@@ -248,6 +379,9 @@ def run_bench(config:str='lecture', device='auto', steps:int|None=None, batch_si
             for cache in (True, False):
                 res['generate'][f"{n} tokens, {'cache' if cache else 'no cache'}"] = tps = generation_throughput(cfg, device, n, cache)
                 log(f"  generate {n} tokens {'with' if cache else 'without'} the KV cache: {tps:,.0f} tokens/s")
+        res['floor'] = [decode_vs_floor(config, arch, getattr(torch, dt), min(new_tokens, 200), device)
+                        for arch in ('lecture', 'modern') for dt in dtypes]
+        for r in res['floor']: log(f"  decode {r['arch']} {r['dtype']}: {r['ms_per_token']:.2f} ms/token, {r['ratio']:.2f}x the weights' floor")
     return res
 
 # %% ../nbs/28_bench.ipynb #3c06004b
@@ -268,6 +402,10 @@ def format_bench(res:dict) -> str:
         for n in sorted({int(k.split()[0]) for k in gen}):
             c, nc = gen.get(f"{n} tokens, cache"), gen.get(f"{n} tokens, no cache")
             if c and nc: lines.append(f"  KV cache speed-up at {n} tokens: {c / nc:.1f}x")
+    if res.get('floor'):
+        lines += ['', "decoding against the memory floor (batch 1, greedy; floor: every weight matrix read once):"]
+        for r in res['floor']:
+            lines.append(f"  {r['arch']:>7} {r['dtype']:<8} {r['ms_per_token']:>7.2f} ms/token, floor {r['floor_ms']:.2f} ms: {r['ratio']:.2f}x")
     return '\n'.join(lines)
 
 # %% ../nbs/28_bench.ipynb #3ce9491e
@@ -322,6 +460,23 @@ def concurrent_streams(home, config:str='lecture', streams:int=8, tokens:int=150
     if log: log(f"  {streams} streams of {tokens} tokens ({config}): {res['tokens_per_s']:,.0f} tokens/s together, "
                 f"one alone {one:,.0f}: {res['speedup']:.2f}x; statuses {res['statuses']}")
     return res
+
+# %% ../nbs/28_bench.ipynb #0fa094a1
+def bench_extras(res:dict, config:str, home, streams:int=0, nanogpt_py=None, log=print) -> str:
+    """`chadgpt bench --streams N` and `--race`: `streams` concurrent generations at `config`'s shape through the service,
+    and whole float32 training runs against nanoGPT's (small and lecture sizes); added to `res`, returned as text."""
+    home, lines = get_home(home), []
+    if streams:
+        res['streams'] = s = concurrent_streams(home, config, streams, log=log)
+        lines += [f"{streams} concurrent generations through chadgpt serve ({config}, {s['tokens']} tokens each): "
+                  f"{s['tokens_per_s']:,.0f} tokens/s together, one alone {s['one_tokens_per_s']:,.0f}: {s['speedup']:.2f}x; "
+                  f"statuses {s['statuses']}"]
+    if nanogpt_py:
+        res['race'] = [training_race(home, nanogpt_py, c, log=log) for c in ('small', 'lecture')]
+        lines += ["whole training runs, float32, lecture preset, against nanoGPT's (medians of turns):"]
+        lines += [f"  {r['config']:>7} ({r['steps']} steps, batch {r['batch_size']}): chadgpt train {r['chadgpt_s']:.1f} s, "
+                  f"nanoGPT {r['nanoGPT_s']:.1f} s: {r['speedup']:.2f}x" for r in res['race']]
+    return '\n'.join(lines)
 
 # %% ../nbs/28_bench.ipynb #73755438
 def tokenizer_speed(path, specs=('char', 'word', 'gpt2', 'bpe:4096'), log=print) -> list[dict]:

@@ -203,7 +203,12 @@ def _bench_command(sub):
                    "(the repository has it: third_party/nanogpt/model.py)")
     b.add_argument('--quality', action='store_true', help="also race the lecture recipe and the default preset to a "
                    "Tiny Shakespeare val loss of 1.886 (needs the dataset in HOME/data or the network)")
-    b.add_argument('--home', help="folder holding data/ and models/, for --quality (default: $CHADGPT_HOME or .)")
+    b.add_argument('--streams', type=int, default=0, metavar='N', help="also serve a model of the config's shape and time "
+                   "N concurrent generations against one alone (needs the dataset in HOME/data)")
+    b.add_argument('--race', action='store_true', help="with --nanogpt: also race whole `chadgpt train --dtype float32` runs "
+                   "against nanoGPT training runs at the small and lecture sizes (a few minutes; needs the dataset in HOME/data)")
+    b.add_argument('--home', help="folder holding data/ and models/, for --quality, --streams and --race "
+                   "(default: $CHADGPT_HOME or .)")
 
 def build_parser() -> argparse.ArgumentParser:
     p = _Parser(prog='chadgpt', description="Train GPT language models from scratch and sample from them.")
@@ -511,10 +516,12 @@ def cmd_serve(args) -> int:
     return 0
 
 def cmd_bench(args) -> int:
-    from chadgpt.bench import run_bench, format_bench, compare_nanogpt, format_comparison, quality_race
+    from chadgpt.bench import run_bench, format_bench, compare_nanogpt, format_comparison, quality_race, bench_extras
     for k in ('steps', 'batch_size'):
         if getattr(args, k) is not None and getattr(args, k) < 1: raise ChadGPTError(f"--{k.replace('_', '-')} must be at least 1")
     if args.tokens < 0: raise ChadGPTError(f"--tokens must be 0 or more, got {args.tokens}")
+    if args.streams < 0: raise ChadGPTError(f"--streams must be 0 or more, got {args.streams}")
+    if args.race and not args.nanogpt: raise ChadGPTError("--race needs --nanogpt MODEL_PY (third_party/nanogpt/model.py)")
     log = lambda *a: print(*a, file=sys.stderr, flush=True)    # progress on stderr, the table on stdout
     res = run_bench(args.config, args.device, compiles=(False,) if args.no_compile else (False, True), steps=args.steps,
                     batch_size=args.batch_size, new_tokens=args.tokens, log=log)
@@ -526,6 +533,7 @@ def cmd_bench(args) -> int:
         res['quality'] = q = quality_race(args.home, log=log)
         print(f"\ntime to val 1.886: lecture recipe {q['lecture']['seconds']} s, default ({DEFAULT_ARCH}) "
               f"{q['default']['seconds']} s" + (f": {q['ratio']:.2f}x the time" if q['ratio'] else ''))
+    if args.streams or args.race: print('\n' + bench_extras(res, args.config, args.home, args.streams, args.nanogpt if args.race else None, log))
     if args.json: atomic_write(args.json, json.dumps(res, indent=1))
     return 0
 

@@ -407,10 +407,10 @@ class _Stream:
 class StreamBatcher:
     """Concurrent single-row generations from one eval-mode `model` in shared steps (continuous batching): at most
     `max_streams` step together, each in a row of one `DecodeCache`; later ones join as others leave. One thread runs
-    the steps while there are streams."""
-    def __init__(self, model:GPT, max_streams:int=8):
+    the steps while there are streams, with `threads` threads for PyTorch's kernels (default: PyTorch's setting)."""
+    def __init__(self, model:GPT, max_streams:int=8, threads:int|None=None):
         if model.config.attention != 'fused': raise ChadGPTError("shared steps need attention='fused'")
-        self.model, self.max_streams, self.steps = model, max_streams, 0
+        self.model, self.max_streams, self.threads, self.steps = model, max_streams, threads, 0
         self._lock, self._joining, self._rows, self._thread = threading.Lock(), [], [None] * max_streams, None
 
     def stream(self, idx, max_new_tokens:int, pick):
@@ -440,6 +440,7 @@ class StreamBatcher:
             return False
 
     def _run(self):
+        if self.threads: torch.set_num_threads(self.threads)   # (PyTorch applies it to the threads started after this one too)
         cache = DecodeCache(self.model, self.max_streams)      # the rows' keys and values, while there are streams
         while self._seat():
             with torch.no_grad(): self.step(cache, self._rows)

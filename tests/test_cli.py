@@ -113,6 +113,8 @@ BAD = [
     (['bench', '--config', 'huge'], "invalid choice: 'huge'"),
     (['bench', '--steps', '0'], "--steps must be at least 1"),
     (['bench', '--device', 'cuda'], "CUDA is not available"),
+    (['bench', '--streams', '-1'], "--streams must be 0 or more, got -1"),
+    (['bench', '--race'], "--race needs --nanogpt MODEL_PY"),
     (['frobnicate'], "invalid choice"),
     (['train', '--config', 'HOME/unknown.toml'], "the config file HOME/unknown.toml, key 'n_layers': not a setting"),
     (['sft', 'tiny', '--config', 'HOME/unknown.toml'], "key 'n_layers': not a setting of this command"),
@@ -178,6 +180,8 @@ def test_bench_prints_a_table_and_writes_json(tmp_path):
     dtypes = {'float32', 'bfloat16'} if cpu_has_bf16() else {'float32'}     # bf16 only where it is native
     assert set(res['peak_tflops']) == dtypes and len(res['train']) == 2 * len(dtypes)
     assert all(row['tokens_per_s'] > 0 for row in res['train'])
+    assert 'decoding against the memory floor' in r.stdout                 # both presets, each dtype
+    assert {(f['arch'], f['dtype']) for f in res['floor']} == {(a, d) for a in ('lecture', 'modern') for d in dtypes}
 
 # Every bad input is run through `chadgpt.cli.main` in one process (a process per case spent most of the time
 # importing torch); two of them also go through the installed console script, which is what a user types.
