@@ -386,6 +386,13 @@ class DecodeCache(GPTCache):
         if self.length == 0 or (m.rotary is None and idx.shape[1] > m.config.block_size): return super().logits(idx)
         return m.decode(self, idx[:, -1:])
 
+    def grow(self, batch:int):
+        "Room for `batch` rows, the rows it holds kept (a batcher's cache grows with the streams that join)."
+        if batch <= self.batch: return
+        more = lambda bufs: [torch.cat([b, b.new_zeros(batch - self.batch, *b.shape[1:])]) for b in bufs]
+        self.k, self.v, self.batch = more(self.k), more(self.v), batch
+        for kv, k, v in zip(self.layers, self.k, self.v): kv.k, kv.v = k, v
+
     def prefill(self, row:int, idx):
         "Read the context `idx` `(1, T)` into row `row` alone: `GPTCache.logits`' first step, and the positions it holds."
         cache = GPTCache(self.model)
@@ -441,8 +448,10 @@ class StreamBatcher:
 
     def _run(self):
         if self.threads: torch.set_num_threads(self.threads)   # (PyTorch applies it to the threads started after this one too)
-        cache = DecodeCache(self.model, self.max_streams)      # the rows' keys and values, while there are streams
+        cache = DecodeCache(self.model)     # the rows' keys and values, while there are streams; grown as they join
         while self._seat():
+            last = max(r for r, s in enumerate(self._rows) if s is not None)
+            cache.grow(min(self.max_streams, max(last + 1, 2 * cache.batch)) if last >= cache.batch else 0)
             with torch.no_grad(): self.step(cache, self._rows)
             self.steps += 1
 
