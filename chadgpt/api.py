@@ -335,8 +335,7 @@ def create_app(home=None, api_key:str|None=None, cors_origins:list[str]|None=Non
     if limits.get('max_job_bytes') is None: limits['max_job_bytes'] = machine_memory() // 2
     n = max_generations or max(8, 2 * (os.cpu_count() or 1))
     store = Store(home, **limits)
-    store.shared_steps = n                                        # the generations of one model share their steps,
-    store.decode_threads = max(1, (os.cpu_count() or 2) // 2)     # on half the cores: the rest answer HTTP and tokenize
+    store.shared_steps = n                                        # the generations of one model share their steps
     @asynccontextmanager
     async def lifespan(app):
         yield

@@ -303,7 +303,6 @@ class JobStore(DatasetStore):
     cancelled, and found again by a restarted server."""
     stop_grace = 30.0      # seconds a job's process has to stop after SIGTERM, before SIGKILL
     shared_steps = 0       # above 1: the generations of a model `load`ed from here share their steps, that many at once
-    decode_threads = None  # PyTorch threads for those shared steps (None: PyTorch's setting)
     def __init__(self, home=None, max_upload_bytes:int=50_000_000, workers:int=1, max_job_bytes:int|None=None,
                  max_jobs:int=16, max_loaded:int=8, reserve_bytes:int=256 * 2**20, max_token_sets:int=4):
         super().__init__(home, max_upload_bytes, reserve_bytes, max_token_sets)
@@ -550,7 +549,7 @@ class Store(JobStore):
                 if hit is None or hit[0] != key:
                     hit = (key, *load_model(d, device=device, checkpoint=checkpoint))
                     if self.shared_steps > 1 and hit[1].config.attention == 'fused':
-                        hit[1].batcher = StreamBatcher(hit[1], self.shared_steps, self.decode_threads)
+                        hit[1].batcher = StreamBatcher(hit[1], self.shared_steps)
             except Exception as e:                 # deleted or retrained between the checks and the read, or damaged
                 what = "changed while it was being loaded (retrained or deleted)" if not (d/WEIGHTS).is_file() else \
                        f"could not be loaded ({type(e).__name__})"
