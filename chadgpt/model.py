@@ -447,13 +447,19 @@ class StreamBatcher:
             return False
 
     def _run(self):
-        if self.threads: torch.set_num_threads(self.threads)   # (PyTorch applies it to the threads started after this one too)
-        cache = DecodeCache(self.model)     # the rows' keys and values, while there are streams; grown as they join
-        while self._seat():
-            last = max(r for r, s in enumerate(self._rows) if s is not None)
-            cache.grow(min(self.max_streams, max(last + 1, 2 * cache.batch)) if last >= cache.batch else 0)
-            with torch.no_grad(): self.step(cache, self._rows)
-            self.steps += 1
+        try:
+            if self.threads: torch.set_num_threads(self.threads)   # (PyTorch applies it to threads started after this one too)
+            cache = DecodeCache(self.model)   # the rows' keys and values, while there are streams; grown as they join
+            while self._seat():
+                last = max(r for r, s in enumerate(self._rows) if s is not None)
+                cache.grow(min(self.max_streams, max(last + 1, 2 * cache.batch)) if last >= cache.batch else 0)
+                with torch.no_grad(): self.step(cache, self._rows)
+                self.steps += 1
+        except BaseException as e:          # the steps cannot go on (no memory for the cache, say): every stream hears it
+            with self._lock:
+                told, self._joining = [s for s in self._rows if s is not None] + self._joining, []
+                self._rows, self._thread = [None] * self.max_streams, None   # the next stream starts afresh
+            for s in told: s.out.put(e)
 
     def step(self, cache:DecodeCache, rows:list):
         """One token for each stream in `rows` (the rows of `cache`; `None`: a free row). A new stream reads its prompt
