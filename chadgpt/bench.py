@@ -188,12 +188,8 @@ def compare_generation(ng, new_tokens:int=200, arch:str='lecture', device='cpu',
     ours, theirs = GPT(replace(cfg, **ARCHS[arch][0])).to(device, dtype).eval(), nanogpt_model(ng, cfg).to(device).eval()
     idx = torch.zeros((1, 1), dtype=torch.long, device=device)
     gens = {'nanoGPT': lambda n: theirs.generate(idx, n), 'chadgpt': lambda n: ours.generate(idx, n)}   # both at temperature 1
-    for gen in gens.values(): gen(2)
-    secs = {k: [] for k in gens}
-    for _ in range(rounds):
-        for name, gen in gens.items():
-            _sync(device); t = time.perf_counter(); gen(new_tokens); _sync(device); secs[name].append(time.perf_counter() - t)
-    secs = {k: statistics.median(v) for k, v in secs.items()}
+    for gen in gens.values(): gen(2); _sync(device)
+    secs = interleaved_medians({k: lambda g=g: (g(new_tokens), _sync(device)) for k, g in gens.items()}, rounds, warmup=0)
     return {'config': config, 'arch': arch, 'new_tokens': new_tokens, 'dtype': str(dtype).removeprefix('torch.'),
             'chadgpt_s': secs['chadgpt'], 'nanogpt_s': secs['nanoGPT'], 'speedup': secs['nanoGPT'] / secs['chadgpt']}
 
@@ -282,12 +278,10 @@ def nanogpt_data(text_path, out) -> int:
     return len(chars)
 
 # %% ../nbs/28_bench.ipynb #11c14134
-def _timed(argv:list, what:str) -> float:
-    "Seconds of a whole process, from start to exit."
-    t = time.perf_counter()
+def _run(argv:list, what:str):
+    "Run a whole process (`what` names it in the error if it fails)."
     r = subprocess.run(argv, capture_output=True, text=True)
     if r.returncode: raise ChadGPTError(f"{what} failed: {r.stderr.strip()[-800:]}")
-    return time.perf_counter() - t
 
 def training_race(home, model_py, config:str='small', steps:int|None=None, arch:str='lecture', dtype:str='float32',
                   rounds:int=3, log=print) -> dict:
@@ -307,12 +301,11 @@ def training_race(home, model_py, config:str='small', steps:int|None=None, arch:
         args = {'model_py': str(Path(model_py).resolve()), 'data': d, 'out': d, 'batch_size': B, 'steps': steps,
                 'vocab_size': V, 'learning_rate': 1e-3, 'eval_iters': 20, **shape}
         theirs = [sys.executable, '-c', _NANOGPT_TRAIN, json.dumps(args)]
-        _timed(ours, 'chadgpt train')                        # once untimed: its token cache, as any second run has it
-        times = {'chadgpt': [], 'nanoGPT': []}
-        for _ in range(rounds):
-            times['chadgpt'].append(_timed(ours, 'chadgpt train')); times['nanoGPT'].append(_timed(theirs, 'the nanoGPT run'))
-    res = {'config': config, 'arch': arch, 'dtype': dtype, 'steps': steps, 'batch_size': B, 'times': times,
-           **{f'{k}_s': statistics.median(v) for k, v in times.items()}}
+        _run(ours, 'chadgpt train')                          # once untimed: its token cache, as any second run has it
+        runs = {'chadgpt': lambda: _run(ours, 'chadgpt train'), 'nanoGPT': lambda: _run(theirs, 'the nanoGPT run')}
+        med = interleaved_medians(runs, rounds, warmup=0)
+    res = {'config': config, 'arch': arch, 'dtype': dtype, 'steps': steps, 'batch_size': B,
+           'chadgpt_s': med['chadgpt'], 'nanoGPT_s': med['nanoGPT']}
     res['speedup'] = res['nanoGPT_s'] / res['chadgpt_s']
     if log: log(f"  {config} ({steps} steps, {arch}, {dtype}): chadgpt train {res['chadgpt_s']:.1f} s, "
                 f"nanoGPT {res['nanoGPT_s']:.1f} s: {res['speedup']:.2f}x")

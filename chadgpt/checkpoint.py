@@ -111,14 +111,7 @@ def load_model(name_or_dir, home=None, device='cpu', dtype=torch.float32, checkp
     config = GPTConfig.from_dict(read_config(d)['model'])
     if config.attention != 'fused':                          # the lecture's heads keep a mask buffer the file lacks
         model = GPT(config); _load_weights(model, path, device=str(device))
-    else:                                                    # no random init to overwrite: the file's tensors, as they are
-        with torch.device('meta'): model = GPT(config)
-        unexpected = model.load_state_dict(load_file(path, device=str(device)), strict=False, assign=True).unexpected_keys
-        if config.tie_weights:                               # the file holds the shared matrix under one of its names
-            w = model.lm_head.weight if model.token_embedding.weight.is_meta else model.token_embedding.weight
-            model.token_embedding.weight = model.lm_head.weight = w
-        missing = [n for n, p in model.named_parameters() if p.is_meta]
-        if missing or unexpected: raise ChadGPTError(f"{path} does not fit the model: missing {missing[:4]}, unexpected {unexpected[:4]}")
+    else: model = GPT.from_tensors(config, load_file(path, device=str(device)), path)   # the file's tensors, no random init
     return model.to(device, dtype).eval(), load_tokenizer(folder_file(d, TOKENIZER))
 
 # %% ../nbs/19_checkpoint.ipynb #7f2c7cb2

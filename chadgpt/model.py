@@ -251,16 +251,23 @@ class GPT(nn.Module):
         "A GPT-2 (`'gpt2'`, `'gpt2-medium'`, `'gpt2-large'`, `'gpt2-xl'`, or a Hugging Face folder) as a chadgpt `GPT`, in eval mode."
         folder = _hf_files(src)
         config = config_from_hf(json.loads((folder/'config.json').read_text()))
-        tensors = _read_tensors(folder)
-        with torch.device('meta'): model = cls(config)                     # no time spent on a random init
-        sd = state_dict_from_hf(tensors, config)
-        missing = sorted(set(model.state_dict()) - set(sd) - ({'lm_head.weight'} if config.tie_weights else set()))
-        unexpected = sorted(set(sd) - set(model.state_dict()))
-        if missing or unexpected: raise ChadGPTError(f"{folder} does not fit a GPT-2 of its config: missing {missing[:4]}, "
+        return cls.from_tensors(config, state_dict_from_hf(_read_tensors(folder), config), folder).float().eval()
+
+    @classmethod
+    def from_tensors(cls, config:GPTConfig, sd:dict, source='the weights') -> GPT:
+        """A `GPT(config)` made of the tensors of state dict `sd` themselves: no time spent on a random init first. A tied
+        output layer may come under either of its names; a missing or unexpected tensor is an error naming `source`."""
+        if config.tie_weights and 'token_embedding.weight' not in sd and 'lm_head.weight' in sd:   # safetensors kept that name
+            sd = {('token_embedding.weight' if k == 'lm_head.weight' else k): t for k, t in sd.items()}
+        with torch.device('meta'): model = cls(config)
+        names = set(model.state_dict())
+        missing = sorted(names - set(sd) - ({'lm_head.weight'} if config.tie_weights else set()))
+        unexpected = sorted(set(sd) - names)
+        if missing or unexpected: raise ChadGPTError(f"{source} does not fit a GPT of its config: missing {missing[:4]}, "
                                                      f"unexpected {unexpected[:4]}")
         model.load_state_dict(sd, strict=False, assign=True)
         if config.tie_weights: model.lm_head.weight = model.token_embedding.weight
-        return model.float().eval()
+        return model
 
     @classmethod
     @torch.no_grad()
@@ -360,11 +367,14 @@ class GPTCache:
         """Logits whose last position predicts the token after `idx` `(B, T)`, as the uncached step's would. Call
         it once per generated token, with `idx` one token longer each time: it reads only what it has not seen."""
         m, bs = self.model, self.model.config.block_size
-        rolling = m.rotary is not None
-        if idx.shape[1] > bs and not rolling: return m(idx[:, -bs:])[0]   # learned positions past the window: slide
+        if self.slides(idx): return m(idx[:, -bs:])[0]                     # learned positions past the window: slide
         if self.length == 0:                                               # the first step prefills the caches
-            return m(idx[:, -m.config.n_layer * bs:] if rolling else idx, cache=self)[0]
+            return m(idx[:, -m.config.n_layer * bs:] if m.rotary is not None else idx, cache=self)[0]
         return m(idx[:, -1:], cache=self)[0]                               # later steps: only the newest token
+
+    def slides(self, idx) -> bool:
+        "Whether `idx` is past a learned-position model's window, where every step runs the whole window again."
+        return self.model.rotary is None and idx.shape[1] > self.model.config.block_size
 
 # %% ../nbs/12_model.ipynb #299806c1
 class DecodeCache(GPTCache):
@@ -382,9 +392,8 @@ class DecodeCache(GPTCache):
 
     def logits(self, idx):
         "`GPTCache.logits`: the same logits, the steps after the prefill through the lean `GPT.decode`."
-        m = self.model
-        if self.length == 0 or (m.rotary is None and idx.shape[1] > m.config.block_size): return super().logits(idx)
-        return m.decode(self, idx[:, -1:])
+        if self.length == 0 or self.slides(idx): return super().logits(idx)
+        return self.model.decode(self, idx[:, -1:])
 
     def grow(self, batch:int):
         "Room for `batch` rows, the rows it holds kept (a batcher's cache grows with the streams that join)."
@@ -469,7 +478,7 @@ class StreamBatcher:
             if s is None: continue
             try:
                 if s.length == 0: logits, s.length = cache.prefill(r, s.idx)               # joins: its prompt, alone
-                elif m.rotary is None and s.idx.shape[1] > bs: logits = m(s.idx[:, -bs:])[0]   # a learned window slides
+                elif cache.slides(s.idx): logits = m(s.idx[:, -bs:])[0]                   # a learned window slides
                 else: shared.append(r); continue
                 s.take(logits)
             except Exception as e: s.out.put(e); s.left = 0                   # for its reader to raise
