@@ -329,13 +329,15 @@ def machine_memory() -> int:
     return min(total, int(limit)) if limit.isdigit() else total
 
 def create_app(home=None, api_key:str|None=None, cors_origins:list[str]|None=None, allowed_hosts:list[str]|None=None,
-               key_for_reads:bool=False, max_generations:int|None=None, **limits) -> FastAPI:
+               key_for_reads:bool=False, max_generations:int|None=None, compile_decode:bool=False, **limits) -> FastAPI:
     """The chadgpt REST service over the store in `home`, answering to `allowed_hosts` (default: loopback names).
-    `limits` are the `Store`'s: `max_upload_bytes` (50 MB), `workers` (1), `max_job_bytes` (half this machine's memory)."""
+    `limits` are the `Store`'s: `max_upload_bytes` (50 MB), `workers` (1), `max_job_bytes` (half this machine's memory).
+    `compile_decode`: each model's generation step compiled (`GPT.compile_decode`) when it is first used."""
     if limits.get('max_job_bytes') is None: limits['max_job_bytes'] = machine_memory() // 2
     n = max_generations or max(8, 2 * (os.cpu_count() or 1))
     store = Store(home, **limits)
     store.shared_steps = n                                        # the generations of one model share their steps
+    store.compiled_steps = compile_decode
     @asynccontextmanager
     async def lifespan(app):
         yield

@@ -5,6 +5,7 @@
 # %% ../nbs/11_attention.ipynb #2739fecc
 from __future__ import annotations
 import math
+from typing import NamedTuple
 import numpy as np
 import torch
 import torch.nn as nn
@@ -12,8 +13,8 @@ from torch.nn import functional as F
 from .lecture import attention as lecture
 
 # %% auto #0
-__all__ = ['dropout_mask', 'dropout', 'Dropout', 'causal_attention', 'Head', 'MultiHeadAttention', 'attention_mask',
-           'CausalSelfAttention', 'Rotary', 'apply_rotary', 'KVCache']
+__all__ = ['dropout_mask', 'dropout', 'Dropout', 'causal_attention', 'masked_attention', 'Head', 'MultiHeadAttention',
+           'attention_mask', 'DecodeAt', 'CausalSelfAttention', 'Rotary', 'apply_rotary', 'KVCache']
 
 # %% ../nbs/11_attention.ipynb #ce8c978c
 def dropout_mask(shape, p:float, dtype=torch.float32) -> torch.Tensor:
@@ -44,6 +45,14 @@ def causal_attention(q, k, v, dropout_p:float=0.0) -> torch.Tensor:
     bias = torch.full((T, T), float('-inf'), dtype=q.dtype, device=q.device).triu(1)   # 0 on and below the diagonal
     att = torch.baddbmm(bias, q, k.transpose(1, 2), alpha=hs**-0.5).softmax(dim=-1)
     return torch.bmm(dropout(att, dropout_p), v).view(B, H, T, hs)
+
+def masked_attention(q, k, v, mask=None) -> torch.Tensor:
+    """Softmax attention of queries `(B, nh, T, hs)` over keys and values `(B, nh, S, hs)` where `mask` (broadcast to
+    `(B, nh, T, S)`; `None`: everywhere) allows, as two matrix multiplies around a float32 softmax: what a compiled
+    decoding step fuses best."""
+    w = (q @ k.transpose(-2, -1)).float() * q.shape[-1]**-0.5
+    if mask is not None: w = w.masked_fill(~mask, float('-inf'))
+    return w.softmax(-1).to(v.dtype) @ v
 
 # %% ../nbs/11_attention.ipynb #041f8b09
 class Head(lecture.Head):
@@ -93,6 +102,14 @@ def attention_mask(start:int, T:int, k_start:int, Tk:int, window:int|None=None, 
     k = torch.arange(k_start, k_start + Tk, device=device)[None]
     return (k <= q) & (k > q - window) if window else k <= q
 
+class DecodeAt(NamedTuple):
+    "Where a decoding step writes and reads cache buffers `K`, `V` `(R', nh, max_len, hs)` (see `CausalSelfAttention.decode`)."
+    rows: slice | torch.Tensor                # the new keys and values go to `K[rows, :, slots]`
+    slots: int | torch.Tensor
+    seen: int                                 # the first `seen` slots are read,
+    mask: torch.Tensor | None = None          # each row's where `mask` `(R, 1, 1, seen)` allows (`None`: all)
+    scores: bool = False                      # attention as `masked_attention` (the compiled step's), not the fused kernel
+
 # %% ../nbs/11_attention.ipynb #2e54b001
 class CausalSelfAttention(nn.Module):
     """Multi-head causal self-attention with one QKV projection and fused attention kernels; optionally with
@@ -134,17 +151,16 @@ class CausalSelfAttention(nn.Module):
         y = self._attend(q, k, v, start, k_start)
         return self.resid_dropout(self.c_proj(y.transpose(1, 2).contiguous().view(B, T, C)))
 
-    def decode(self, x, K, V, at, rope=None):
+    def decode(self, x, K, V, at:DecodeAt, rope=None):
         """`(R, 1, n_embed)` outputs for one new position per row of `x` `(R, 1, n_embed)`: generation's step, for
         several streams at once. `K`, `V`: the cache buffers `(R', nh, max_len, hs)` whose first `R` rows are `x`'s
-        (position `p` in slot `p % max_len`). `at`: `(rows, slots, seen, mask)`, where to write the new keys and values
-        (`K[rows, :, slots]`), how many slots to read, and which of them each row may see (`None`: all `seen`)."""
+        (position `p` in slot `p % max_len`); `at` says where to write and what to read."""
         R, _, C = x.shape
-        rows, slots, seen, mask = at
         q, k, v = self._qkv(x, rope)                                    # (R, nh, 1, hs)
-        K[rows, :, slots], V[rows, :, slots] = k[:, :, 0], v[:, :, 0]
-        y = F.scaled_dot_product_attention(q, K[:R, :, :seen], V[:R, :, :seen], attn_mask=mask)   # (R, nh, 1, hs)
-        return self.c_proj(y.transpose(1, 2).contiguous().view(R, 1, C))
+        K[at.rows, :, at.slots], V[at.rows, :, at.slots] = k[:, :, 0], v[:, :, 0]
+        K, V = K[:R, :, :at.seen], V[:R, :, :at.seen]
+        y = masked_attention(q, K, V, at.mask) if at.scores else F.scaled_dot_product_attention(q, K, V, attn_mask=at.mask)
+        return self.c_proj(y.transpose(1, 2).contiguous().view(R, 1, C))   # (R, 1, C)
 
     def attention_weights(self, x, rope=None):
         "The `(B, n_head, T, T)` attention weights (computed explicitly, for inspection)."

@@ -119,18 +119,24 @@ def weight_floor(model:GPT, reps:int=30) -> float:
     return statistics.median(times)
 
 @torch.no_grad()
-def decode_vs_floor(config:str='lecture', arch:str='lecture', dtype=torch.float32, new_tokens:int=200, device='cpu') -> dict:
-    "Milliseconds per generated token of preset `arch` at `config`'s shape with weights in `dtype`, against `weight_floor`."
+def decode_vs_floor(config:str='lecture', arch:str='lecture', dtype=torch.float32, new_tokens:int=200, device='cpu',
+                    compiled:bool=False, rounds:int=3) -> dict:
+    """Milliseconds per generated token of preset `arch` at `config`'s shape with weights in `dtype` (`compiled`: through
+    `GPT.compile_decode`, its compile timed apart), against `weight_floor`: `rounds` turns of each, medians."""
     device = resolve_device(device) if isinstance(device, str) else device
     cfg = replace(BENCH_CONFIGS[config][0], dropout=0.0, **ARCHS[arch][0])
     torch.manual_seed(0)
     m, idx = GPT(cfg).to(device, dtype).eval(), torch.zeros((1, 1), dtype=torch.long, device=device)
     n = min(new_tokens, cfg.block_size - 1) if not cfg.rotary else new_tokens      # inside the window: the cached step
-    m.generate(idx, 3, temperature=0); _sync(device)
-    t = time.perf_counter(); m.generate(idx, n, temperature=0); _sync(device)
-    per, floor = (time.perf_counter() - t) / n, weight_floor(m)
-    return {'config': config, 'arch': arch, 'dtype': str(dtype).removeprefix('torch.'), 'tokens': n,
-            'ms_per_token': per * 1e3, 'floor_ms': floor * 1e3, 'ratio': per / floor}
+    if compiled: m.compile_decode()
+    t = time.perf_counter(); m.generate(idx, 3, temperature=0); _sync(device); warm = time.perf_counter() - t
+    per, floors = [], []
+    for _ in range(rounds):                     # in turns: a busy neighbour slows both alike
+        t = time.perf_counter(); m.generate(idx, n, temperature=0); _sync(device)
+        per.append((time.perf_counter() - t) / n); floors.append(weight_floor(m, reps=n))
+    per, floor = statistics.median(per), statistics.median(floors)
+    return {'config': config, 'arch': arch, 'dtype': str(dtype).removeprefix('torch.'), 'tokens': n, 'compiled': compiled,
+            'compile_s': warm if compiled else 0.0, 'ms_per_token': per * 1e3, 'floor_ms': floor * 1e3, 'ratio': per / floor}
 
 # %% ../nbs/28_bench.ipynb #f4d32c5e
 def load_nanogpt(path):
@@ -178,19 +184,21 @@ def compare_training(ng, config:str='small', batch_size:int=12, steps:int=30, de
             'chadgpt_ms': med['chadgpt'] * 1e3, 'nanogpt_ms': med['nanoGPT'] * 1e3, 'speedup': med['nanoGPT'] / med['chadgpt']}
 
 @torch.no_grad()
-def compare_generation(ng, new_tokens:int=200, arch:str='lecture', device='cpu', dtype=torch.float32, seed:int=0,
-                       config:str='lecture', rounds:int=3) -> dict:
+def compare_generation(ng, new_tokens:int=200, arch:str='lecture', device='cpu', dtype=torch.float32,
+                       config:str='lecture', rounds:int=3, compiled:bool=False) -> dict:
     """Seconds for `new_tokens` at batch 1 from one token at `config`'s shape: chadgpt's `generate` (preset `arch`,
-    weights in `dtype`) and nanoGPT's, in turns `rounds` times; medians."""
+    weights in `dtype`; `compiled`: its step compiled first, `GPT.compile_decode`) and nanoGPT's, in turns `rounds`
+    times; medians."""
     device = resolve_device(device) if isinstance(device, str) else device
     cfg = replace(BENCH_CONFIGS[config][0], dropout=0.0)
-    torch.manual_seed(seed)
+    torch.manual_seed(0)                                                    # the same weights at every call
     ours, theirs = GPT(replace(cfg, **ARCHS[arch][0])).to(device, dtype).eval(), nanogpt_model(ng, cfg).to(device).eval()
     idx = torch.zeros((1, 1), dtype=torch.long, device=device)
     gens = {'nanoGPT': lambda n: theirs.generate(idx, n), 'chadgpt': lambda n: ours.generate(idx, n)}   # both at temperature 1
-    for gen in gens.values(): gen(2); _sync(device)
+    if compiled: ours.compile_decode()
+    for gen in gens.values(): gen(2); _sync(device)                         # (compiles chadgpt's step)
     secs = interleaved_medians({k: lambda g=g: (g(new_tokens), _sync(device)) for k, g in gens.items()}, rounds, warmup=0)
-    return {'config': config, 'arch': arch, 'new_tokens': new_tokens, 'dtype': str(dtype).removeprefix('torch.'),
+    return {'config': config, 'arch': arch, 'new_tokens': new_tokens, 'dtype': str(dtype).removeprefix('torch.'), 'compiled': compiled,
             'chadgpt_s': secs['chadgpt'], 'nanogpt_s': secs['nanoGPT'], 'speedup': secs['nanoGPT'] / secs['chadgpt']}
 
 # %% ../nbs/28_bench.ipynb #39038089
@@ -201,9 +209,10 @@ def compare_nanogpt(path, device='cpu', dtypes=('float32',), steps:int=30, log=p
            'train': compare_training(ng, 'small', 12, steps, device), 'generate': []}
     log(f"  small model, training: {res['train']['speedup']:.2f}x nanoGPT")
     for dt in dtypes:
-        for config, n, arch in (('lecture', 200, 'lecture'), ('lecture', 500, 'modern'), ('small', 200, 'lecture'), ('small', 200, 'modern')):
-            res['generate'].append(r := compare_generation(ng, n, arch, device, getattr(torch, dt), config=config))
-            log(f"  {arch} model at the {config} size, {n} tokens, {dt}: {r['speedup']:.2f}x nanoGPT")
+        for config, n, arch, comp in (('lecture', 200, 'lecture', False), ('lecture', 500, 'modern', False),
+                                      *[('small', 200, a, c) for c in (False, True) for a in ('lecture', 'modern')]):
+            res['generate'].append(r := compare_generation(ng, n, arch, device, getattr(torch, dt), config=config, compiled=comp))
+            log(f"  {arch} model at the {config} size, {n} tokens, {dt}{', compiled' if comp else ''}: {r['speedup']:.2f}x nanoGPT")
     return res
 
 def format_comparison(res:dict) -> str:
@@ -214,7 +223,8 @@ def format_comparison(res:dict) -> str:
              f"  chadgpt {t['chadgpt_ms']:.1f} ms/step, nanoGPT {t['nanogpt_ms']:.1f} ms/step: {t['speedup']:.2f}x", '',
              "decoding, batch 1, one-token prompt (lecture size 6 x 384 x 6, block 256; small 4 x 128 x 4, block 64; medians of turns):"]
     for g in res['generate']:
-        lines.append(f"  {g.get('config', 'lecture'):>7} {g['arch']:>7} {g['new_tokens']} tokens ({g['dtype']} weights): "
+        lines.append(f"  {g.get('config', 'lecture'):>7} {g['arch']:>7} {'compiled' if g.get('compiled') else 'eager':>8} "
+                     f"{g['new_tokens']} tokens ({g['dtype']} weights): "
                      f"chadgpt {g['chadgpt_s']:.2f} s, nanoGPT {g['nanogpt_s']:.2f} s: {g['speedup']:.2f}x")
     return '\n'.join(lines)
 
@@ -372,9 +382,10 @@ def run_bench(config:str='lecture', device='auto', steps:int|None=None, batch_si
             for cache in (True, False):
                 res['generate'][f"{n} tokens, {'cache' if cache else 'no cache'}"] = tps = generation_throughput(cfg, device, n, cache)
                 log(f"  generate {n} tokens {'with' if cache else 'without'} the KV cache: {tps:,.0f} tokens/s")
-        res['floor'] = [decode_vs_floor(config, arch, getattr(torch, dt), min(new_tokens, 200), device)
-                        for arch in ('lecture', 'modern') for dt in dtypes]
-        for r in res['floor']: log(f"  decode {r['arch']} {r['dtype']}: {r['ms_per_token']:.2f} ms/token, {r['ratio']:.2f}x the weights' floor")
+        res['floor'] = [decode_vs_floor(config, arch, getattr(torch, dt), min(new_tokens, 200), device, comp)
+                        for arch in ('lecture', 'modern') for dt in dtypes for comp in sorted(set(compiles))]
+        for r in res['floor']: log(f"  decode {r['arch']} {r['dtype']} {'compiled' if r['compiled'] else 'eager'}: "
+                                   f"{r['ms_per_token']:.2f} ms/token, {r['ratio']:.2f}x the weights' floor")
     return res
 
 # %% ../nbs/28_bench.ipynb #3c06004b
@@ -398,7 +409,8 @@ def format_bench(res:dict) -> str:
     if res.get('floor'):
         lines += ['', "decoding against the memory floor (batch 1, greedy; floor: every weight matrix read once):"]
         for r in res['floor']:
-            lines.append(f"  {r['arch']:>7} {r['dtype']:<8} {r['ms_per_token']:>7.2f} ms/token, floor {r['floor_ms']:.2f} ms: {r['ratio']:.2f}x")
+            lines.append(f"  {r['arch']:>7} {r['dtype']:<8} {'compiled' if r.get('compiled') else 'eager':<8} {r['ms_per_token']:>7.2f} "
+                         f"ms/token, floor {r['floor_ms']:.2f} ms: {r['ratio']:.2f}x" + (f" (compiled in {r['compile_s']:.0f} s)" if r.get('compiled') else ''))
     return '\n'.join(lines)
 
 # %% ../nbs/28_bench.ipynb #3ce9491e
@@ -430,23 +442,27 @@ def serving(home, *args):
         except subprocess.TimeoutExpired: proc.kill(); proc.wait()
 
 # %% ../nbs/28_bench.ipynb #3c486367
-def concurrent_streams(home, config:str='lecture', streams:int=8, tokens:int=150, rounds:int=3, log=print) -> dict:
+def concurrent_streams(home, config:str='lecture', streams:int=8, tokens:int=150, rounds:int=3, log=print,
+                       compiled:bool=False) -> dict:
     """Aggregate tokens/s of `streams` concurrent `GET /lm/{name}/eval` requests of `tokens` tokens each through
-    `chadgpt serve`, against one request alone: `rounds` of (one alone, all together), medians. The model has
-    `config`'s shape (one training step on Tiny Shakespeare: the speed is the same as a trained one's)."""
+    `chadgpt serve` (`compiled`: `serve --compile`, every width compiled before the rounds), against one request alone:
+    `rounds` of (one alone, all together), medians. The model has `config`'s shape (one training step on Tiny
+    Shakespeare: the speed is the same as a trained one's)."""
     cfg, name = replace(BENCH_CONFIGS[config][0], dropout=0.0), f'bench-{config}'
     train(name, cfg, TrainConfig(max_iters=1, eval_interval=1, eval_iters=1, batch_size=2), 'shakespeare', home,
           overwrite=True, progress=False)
     alone, together, codes = [], [], []
-    with serving(home) as url:
+    with serving(home, *(['--compile'] if compiled else [])) as url:
         ask = lambda seed: _get(f'{url}/lm/{name}/eval?tokens={tokens}&seed={seed}')[0]
         ask(0)                                                               # loads the model
+        if compiled:                                                         # and compiles each width
+            with ThreadPoolExecutor(streams) as pool: list(pool.map(ask, range(streams)))
         for _ in range(rounds):
             t = time.perf_counter(); codes.append(ask(0)); alone.append(time.perf_counter() - t)
             t = time.perf_counter()
             with ThreadPoolExecutor(streams) as pool: codes += pool.map(ask, range(streams))
             together.append(time.perf_counter() - t)
-    one, res = tokens / statistics.median(alone), {'config': config, 'streams': streams, 'tokens': tokens}
+    one, res = tokens / statistics.median(alone), {'config': config, 'streams': streams, 'tokens': tokens, 'compiled': compiled}
     res.update(one_tokens_per_s=one, tokens_per_s=streams * tokens / statistics.median(together),
                all_200=all(c == 200 for c in codes), statuses=sorted(set(codes)))
     res['speedup'] = res['tokens_per_s'] / one

@@ -303,6 +303,7 @@ class JobStore(DatasetStore):
     cancelled, and found again by a restarted server."""
     stop_grace = 30.0      # seconds a job's process has to stop after SIGTERM, before SIGKILL
     shared_steps = 0       # above 1: the generations of a model `load`ed from here share their steps, that many at once
+    compiled_steps = False # True: those steps are compiled (`GPT.compile_decode`), on first use by each model
     def __init__(self, home=None, max_upload_bytes:int=50_000_000, workers:int=1, max_job_bytes:int|None=None,
                  max_jobs:int=16, max_loaded:int=8, reserve_bytes:int=256 * 2**20, max_token_sets:int=4):
         super().__init__(home, max_upload_bytes, reserve_bytes, max_token_sets)
@@ -550,6 +551,7 @@ class Store(JobStore):
                     hit = (key, *load_model(d, device=device, checkpoint=checkpoint))
                     if self.shared_steps > 1 and hit[1].config.attention == 'fused':
                         hit[1].batcher = StreamBatcher(hit[1], self.shared_steps)
+                    if self.compiled_steps and hit[1].config.attention == 'fused': hit[1].compile_decode()
             except Exception as e:                 # deleted or retrained between the checks and the read, or damaged
                 what = "changed while it was being loaded (retrained or deleted)" if not (d/WEIGHTS).is_file() else \
                        f"could not be loaded ({type(e).__name__})"

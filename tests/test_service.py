@@ -324,3 +324,18 @@ def test_concurrent_generations_share_steps_and_each_text_is_its_own(server):
     assert together == alone
     assert len(alone[0]) == 120 and 'e' not in alone[6] and alone[7] == 'data: '
     assert eval_json(1) == alone[0]                           # and the server is still fine
+
+def test_serve_compile_gives_the_eager_texts(server, home):
+    "`chadgpt serve --compile`: the compiled steps (a stream alone, streams sharing steps, learned positions past the "
+    "window) give the texts the eager server gives, and the log says nothing of falling back to eager."
+    c = server.client
+    assert c.post('/lm/tiny/train', json=train_body(max_iters=30, eval_interval=30)).status_code == 202
+    assert server.wait('tiny')['state'] == 'done'
+    ask = lambda client, i: client.get('/lm/tiny/eval', params={'tokens': 60, 'seed': i, 'prompt': 'KING'[:i]}).json()['eval']
+    eager = [ask(c, i) for i in range(3)]                   # 60 tokens: past the 32-token window
+    fast = Server(home, '--compile')
+    try:
+        assert [ask(fast.client, i) for i in range(3)] == eager
+        with ThreadPoolExecutor(3) as pool: assert list(pool.map(lambda i: ask(fast.client, i), range(3))) == eager
+        assert 'eagerly' not in fast.output()
+    finally: fast.stop()
