@@ -189,7 +189,7 @@ def _serve_command(sub):
     v.add_argument('--max-generations', type=int, help="text generations run at once; more get 429 "
                    "(default: 8, or twice the CPU cores if more)")
     v.add_argument('--compile', action='store_true', help="compile each model's generation step (torch.compile; needs a "
-                   "C++ compiler): small models' tokens about twice as fast, after seconds to a minute on first use")
+                   "C++ compiler): small models' tokens 1.5-3x as fast, after seconds to a minute on first use")
 
 def _bench_command(sub):
     b = sub.add_parser('bench', help="measure training and generation speed",

@@ -235,7 +235,7 @@ class GPT(nn.Module):
 
     def compile_decode(self):
         """Compile generation's steps (`torch.compile`, C++ wrapper): `decode` runs `decode_static`, and `window_logits`
-        the whole window, compiled. A small model's tokens come about twice as fast, after a compile of seconds to a
+        the whole window, compiled. A small model's tokens come 1.5–3× as fast, after a compile of seconds to a
         minute on first use, for each number of rows. The logits agree with the eager steps' to float rounding. If
         compiling fails (no C++ compiler, say), generation warns and stays eager."""
         if self.config.attention != 'fused': raise ChadGPTError("a compiled decoding step needs attention='fused'")
