@@ -27,7 +27,7 @@ from .core import SETTING_ALIASES, ChadGPTError, NotFoundError, ConflictError, B
 from .model import GPTConfig, head_advice
 from .tokenizers import BPE_DEFAULT, BPE_SIZES, BPE_VOCAB
 from .train import ARCHS, DEFAULT_ARCH, TrainConfig, all_settings, arch_configs, preset_value, saved_configs, split_settings
-from .sample import Sampling, StopAt, encode_prompt, samples
+from .sample import Sampling, StopAt, encode_prompt, samples, texts_together
 from .checkpoint import CHECKPOINTS, WEIGHTS, models_dir
 from .chat import SFT_DEFAULTS, Reply, chat_reply, context_budget, fit_prompt, is_chat, sft_settings
 from .store import PROGRESS, Store, TooLargeError, DiskFullError, job_dir, read_progress
@@ -506,9 +506,9 @@ def _add_eval_route(app:FastAPI, store:Store):
     def evaluate(name: str, q: Annotated[EvalQuery, Query()]):
         if q.stream and q.num_samples > 1: raise ChadGPTError("num_samples above 1 cannot stream; ask without stream=true")
         sampling, texts = Sampling(q.temperature, q.top_k, q.top_p, q.seed, q.repetition_penalty), []
-        def pieces():                                # several samples: made one after another, in the same slot
+        def pieces():                                # several samples: made together (shared steps), in the same slot
             made = samples(*store.load(name, checkpoint=q.checkpoint), q.prompt, q.tokens, sampling, q.num_samples, q.stop)
-            return made[0] if q.num_samples == 1 else (texts.append(''.join(s)) or '' for s in made)
+            return made[0] if q.num_samples == 1 else _calling(lambda: texts.extend(texts_together(made)))
         form = lambda text: text.split('\n') if q.split_newlines else text
         def answer(text):
             out = {'eval': form(texts[0] if texts else text), 'prompt': q.prompt, 'tokens': q.tokens, 'temperature': q.temperature,
@@ -643,12 +643,10 @@ def _v1_usage(replies) -> dict:
     return {'prompt_tokens': p, 'completion_tokens': c, 'total_tokens': p + c}
 
 def _v1_run(replies, stops) -> list[tuple[int, str, str]]:
-    "Every choice generated whole: `(index, text, finish_reason)`."
-    out = []
-    for i, r in replies:
-        text = ''.join(s := StopAt(r, stops))
-        out.append((i, text, 'stop' if s.hit else r.finish_reason))
-    return out
+    "Every choice generated whole, together (shared steps): `(index, text, finish_reason)`."
+    runs = [StopAt(r, stops) for _, r in replies]
+    texts = texts_together(runs)
+    return [(i, text, 'stop' if s.hit else r.finish_reason) for (i, r), text, s in zip(replies, texts, runs)]
 
 def _v1_events(replies, stops, head:dict, chat:bool, usage:bool=False, finished=()):
     """OpenAI's stream: a chunk per piece of each choice (chat: a first one with the role), one with its finish reason,

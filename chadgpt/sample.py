@@ -4,6 +4,7 @@
 
 # %% ../nbs/22_sample.ipynb #89063ae8
 from __future__ import annotations
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, replace
 from typing import Iterator
 import torch
@@ -12,7 +13,7 @@ from .tokenizers import TextStream
 from .model import GPT, check_sampling
 
 # %% auto #0
-__all__ = ['Sampling', 'encode_prompt', 'make_generator', 'stream_text', 'generate_text', 'StopAt', 'samples']
+__all__ = ['Sampling', 'encode_prompt', 'make_generator', 'stream_text', 'generate_text', 'StopAt', 'samples', 'texts_together']
 
 # %% ../nbs/22_sample.ipynb #181022ee
 def _check_seed(seed):
@@ -107,3 +108,11 @@ def samples(model:GPT, tokenizer, prompt:str, max_new_tokens:int, sampling:Sampl
     sample `i` is seeded `seed + i` (modulo 2**63) when `sampling` has a seed. Bad settings fail here, before any text."""
     nth = lambda i: sampling if sampling.seed is None or i == 0 else replace(sampling, seed=(sampling.seed + i) % 2**63)
     return [StopAt(stream_text(model, tokenizer, prompt, max_new_tokens, nth(i)), stops) for i in range(n)]
+
+def texts_together(texts:list, at_once:int=4) -> list[str]:
+    """Each of `texts` (iterators over text pieces, e.g. `samples`) run to its end, `at_once` at a time in threads, so
+    that a model with a `StreamBatcher` makes them in shared steps; the whole texts, in order. At most `at_once`, so
+    that one request with many samples leaves rows of the shared steps to others."""
+    if len(texts) <= 1: return [''.join(t) for t in texts]
+    with ThreadPoolExecutor(min(at_once, len(texts)), thread_name_prefix='chadgpt-sample') as pool:
+        return list(pool.map(''.join, texts))

@@ -33,6 +33,8 @@ def test_models_and_completions(served):
     assert r.usage.prompt_tokens == 2 * 6 and r.usage.completion_tokens == 60 and r.usage.total_tokens == 72
     again = c.completions.create(model='t', prompt='ROMEO:', max_tokens=30, seed=3, n=2, temperature=0.9)
     assert [ch.text for ch in again.choices] == [ch.text for ch in r.choices]                # a seed repeats
+    alone = [c.completions.create(model='t', prompt='ROMEO:', max_tokens=30, seed=s, temperature=0.9).choices[0].text for s in (3, 4)]
+    assert [ch.text for ch in r.choices] == alone              # choice i is seeded seed + i: made together, as made alone
     greedy = served.client.get('/lm/t/eval', params={'tokens': 30, 'prompt': 'ROMEO:', 'temperature': 0}).json()['eval']
     assert c.completions.create(model='t', prompt='ROMEO:', max_tokens=30, temperature=0).choices[0].text == greedy
     stop = greedy[5:7]
