@@ -154,8 +154,9 @@ class CausalSelfAttention(nn.Module):
     def decode(self, x, K, V, at:DecodeAt, rope=None):
         """`(R, 1, n_embed)` outputs for one new position per row of `x` `(R, 1, n_embed)`: generation's step, for
         several streams at once. `K`, `V`: the cache buffers `(R', nh, max_len, hs)` whose first `R` rows are `x`'s
-        (position `p` in slot `p % max_len`); `at` says where to write and what to read."""
+        (position `p` in slot `p % max_len`); `at` says where to write and what to read (a plain tuple is read as one)."""
         R, _, C = x.shape
+        at = at if isinstance(at, DecodeAt) else DecodeAt(*at)
         q, k, v = self._qkv(x, rope)                                    # (R, nh, 1, hs)
         K[at.rows, :, at.slots], V[at.rows, :, at.slots] = k[:, :, 0], v[:, :, 0]
         K, V = K[:R, :, :at.seen], V[:R, :, :at.seen]
