@@ -27,7 +27,7 @@ from .core import SETTING_ALIASES, ChadGPTError, NotFoundError, ConflictError, B
 from .model import GPTConfig, head_advice
 from .tokenizers import BPE_DEFAULT, BPE_SIZES, BPE_VOCAB
 from .train import ARCHS, DEFAULT_ARCH, TrainConfig, all_settings, arch_configs, preset_value, saved_configs, split_settings
-from .sample import Sampling, StopAt, encode_prompt, samples, texts_together
+from .sample import Sampling, StopAt, encode_prompt, pieces_together, samples, texts_together
 from .checkpoint import CHECKPOINTS, WEIGHTS, models_dir
 from .chat import SFT_DEFAULTS, Reply, chat_reply, context_budget, fit_prompt, is_chat, sft_settings
 from .store import PROGRESS, Store, TooLargeError, DiskFullError, job_dir, read_progress
@@ -650,15 +650,18 @@ def _v1_run(replies, stops) -> list[tuple[int, str, str]]:
 
 def _v1_events(replies, stops, head:dict, chat:bool, usage:bool=False, finished=()):
     """OpenAI's stream: a chunk per piece of each choice (chat: a first one with the role), one with its finish reason,
-    with `usage` a last chunk of token counts (and no choices), then `[DONE]`. `finished` is run to its end once the
-    text is made, before those last chunks (it gives the generation slot back)."""
+    with `usage` a last chunk of token counts (and no choices), then `[DONE]`. The choices are made together, so their
+    chunks come as they are made, each with its `index`. `finished` is run to its end once the text is made, before
+    those last chunks (it gives the generation slot back)."""
     chunk = lambda i, part, finish=None: 'data: ' + json.dumps({**head, 'choices': [
         {'index': i, **({'delta': part} if chat else {'text': part.get('content', ''), 'logprobs': None}), 'finish_reason': finish}]}) + '\n\n'
     try:
-        for i, r in replies:
-            if chat: yield chunk(i, {'role': 'assistant', 'content': ''})
-            for piece in (s := StopAt(r, stops)): yield chunk(i, {'content': piece})
-            yield chunk(i, {}, 'stop' if s.hit else r.finish_reason)
+        runs = [StopAt(r, stops) for _, r in replies]
+        if chat:
+            for i, _ in replies: yield chunk(i, {'role': 'assistant', 'content': ''})
+        for k, piece in pieces_together(runs):                    # the choices made together, chunks as they come
+            (i, r), s = replies[k], runs[k]
+            yield chunk(i, {'content': piece}) if piece is not None else chunk(i, {}, 'stop' if s.hit else r.finish_reason)
         for _ in finished: pass
         if usage: yield 'data: ' + json.dumps({**head, 'choices': [], 'usage': _v1_usage(replies)}) + '\n\n'
     except ChadGPTError as e:

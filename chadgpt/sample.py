@@ -4,6 +4,7 @@
 
 # %% ../nbs/22_sample.ipynb #89063ae8
 from __future__ import annotations
+import queue, threading
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, replace
 from typing import Iterator
@@ -13,7 +14,8 @@ from .tokenizers import TextStream
 from .model import GPT, check_sampling
 
 # %% auto #0
-__all__ = ['Sampling', 'encode_prompt', 'make_generator', 'stream_text', 'generate_text', 'StopAt', 'samples', 'texts_together']
+__all__ = ['Sampling', 'encode_prompt', 'make_generator', 'stream_text', 'generate_text', 'StopAt', 'samples', 'pieces_together',
+           'texts_together']
 
 # %% ../nbs/22_sample.ipynb #181022ee
 def _check_seed(seed):
@@ -109,10 +111,39 @@ def samples(model:GPT, tokenizer, prompt:str, max_new_tokens:int, sampling:Sampl
     nth = lambda i: sampling if sampling.seed is None or i == 0 else replace(sampling, seed=(sampling.seed + i) % 2**63)
     return [StopAt(stream_text(model, tokenizer, prompt, max_new_tokens, nth(i)), stops) for i in range(n)]
 
-def texts_together(texts:list, at_once:int=4) -> list[str]:
-    """Each of `texts` (iterators over text pieces, e.g. `samples`) run to its end, `at_once` at a time in threads, so
-    that a model with a `StreamBatcher` makes them in shared steps; the whole texts, in order. At most `at_once`, so
-    that one request with many samples leaves rows of the shared steps to others."""
-    if len(texts) <= 1: return [''.join(t) for t in texts]
-    with ThreadPoolExecutor(min(at_once, len(texts)), thread_name_prefix='chadgpt-sample') as pool:
-        return list(pool.map(''.join, texts))
+def pieces_together(runs:list, at_once:int=4) -> Iterator[tuple[int, str|None]]:
+    """`(i, piece)` of the iterables of text pieces `runs` (e.g. `samples`) as they come, and `(i, None)` when run `i`
+    ends. `at_once` run at a time, in threads, so that a model with a `StreamBatcher` makes them in shared steps (at
+    most `at_once`: one request with many samples leaves rows to others). A run's error is raised here; closing this
+    iterator stops the runs at their next piece. A single run is read in the caller's thread."""
+    if len(runs) == 1:
+        for piece in runs[0]: yield 0, piece
+        yield 0, None
+        return
+    out, stop = queue.SimpleQueue(), threading.Event()
+    def run(i):
+        if stop.is_set(): return
+        it = iter(runs[i])
+        try:
+            for piece in it:
+                out.put((i, piece))
+                if stop.is_set(): break
+            out.put((i, None))
+        except BaseException as e: out.put((i, e))
+        finally: getattr(it, 'close', lambda: None)()           # a generation left early stops at its next step
+    pool, left = ThreadPoolExecutor(max(1, min(at_once, len(runs))), thread_name_prefix='chadgpt-sample'), len(runs)
+    try:
+        for i in range(len(runs)): pool.submit(run, i)
+        while left:
+            i, x = out.get()
+            if isinstance(x, BaseException): raise x
+            left -= x is None
+            yield i, x
+    finally:
+        stop.set(); pool.shutdown(wait=False, cancel_futures=True)
+
+def texts_together(runs:list, at_once:int=4) -> list[str]:
+    "The whole texts of `runs`, in order, made together as `pieces_together` makes them."
+    texts = [''] * len(runs)
+    for i, piece in pieces_together(runs, at_once): texts[i] += piece or ''
+    return texts

@@ -35,6 +35,12 @@ def test_models_and_completions(served):
     assert [ch.text for ch in again.choices] == [ch.text for ch in r.choices]                # a seed repeats
     alone = [c.completions.create(model='t', prompt='ROMEO:', max_tokens=30, seed=s, temperature=0.9).choices[0].text for s in (3, 4)]
     assert [ch.text for ch in r.choices] == alone              # choice i is seeded seed + i: made together, as made alone
+    streamed, ends = ['', ''], {}                              # streamed, the two choices' chunks come as they are made
+    for p in c.completions.create(model='t', prompt='ROMEO:', max_tokens=30, seed=3, n=2, temperature=0.9, stream=True):
+        for ch in p.choices:
+            streamed[ch.index] += ch.text
+            if ch.finish_reason: ends[ch.index] = ch.finish_reason
+    assert streamed == alone and ends == {0: 'length', 1: 'length'}
     greedy = served.client.get('/lm/t/eval', params={'tokens': 30, 'prompt': 'ROMEO:', 'temperature': 0}).json()['eval']
     assert c.completions.create(model='t', prompt='ROMEO:', max_tokens=30, temperature=0).choices[0].text == greedy
     stop = greedy[5:7]
