@@ -123,13 +123,14 @@ def pieces_together(runs:list, at_once:int=4) -> Iterator[tuple[int, str|None]]:
     out, stop = queue.SimpleQueue(), threading.Event()
     def run(i):
         if stop.is_set(): return
-        it = iter(runs[i])
+        it = None
         try:
+            it = iter(runs[i])
             for piece in it:
                 out.put((i, piece))
                 if stop.is_set(): break
             out.put((i, None))
-        except BaseException as e: out.put((i, e))
+        except BaseException as e: out.put((i, e))               # (also one that fails to start: none waits forever)
         finally: getattr(it, 'close', lambda: None)()           # a generation left early stops at its next step
     pool, left = ThreadPoolExecutor(max(1, min(at_once, len(runs))), thread_name_prefix='chadgpt-sample'), len(runs)
     try:
