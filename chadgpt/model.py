@@ -203,9 +203,7 @@ class GPT(nn.Module):
         if logits is None:
             x, rope = self._decode_input(tokens, pos)
             seen = [min(p + 1, n) for p in ps]                 # the slots each row reads: its past, at most the window
-            if len(set(ps)) == 1: at = DecodeAt(slice(0, R), ps[0] % n, seen[0])
-            else: at = DecodeAt(torch.arange(R, device=dev), pos % n, max(seen),
-                                (torch.arange(max(seen), device=dev) < torch.tensor(seen, device=dev)[:, None])[:, None, None])
+            at = DecodeAt(slice(0, R), ps[0] % n, seen[0]) if len(set(ps)) == 1 else self._rows_at(pos, max(seen))
             for i, block in enumerate(self.blocks): x = block.decode(x, cache.k[i], cache.v[i], at, rope)
             logits = self.head(x)
         if positions is None: cache.length += 1
@@ -216,13 +214,17 @@ class GPT(nn.Module):
         if self.rotary is None: return self.token_embedding(tokens) + self.position_embedding(pos)[:, None], None
         return self.token_embedding(tokens), [t[:, None, None] for t in self.rotary.at(pos)]     # (R, 1, 1, hs/2)
 
+    def _rows_at(self, pos, width:int, scores:bool=False) -> DecodeAt:
+        "Rows at positions `pos` `(R,)`: each writes slot `pos % block_size` and reads `width` slots, masked to those it has filled."
+        n, dev = self.config.block_size, pos.device
+        mine = torch.arange(width, device=dev) < (pos + 1).clamp(max=n)[:, None]                     # (R, width)
+        return DecodeAt(torch.arange(len(pos), device=dev), pos % n, width, mine[:, None, None], scores)
+
     def decode_static(self, K:list, V:list, tokens, pos):
         """`decode`'s logits for every row of the cache buffers `K`, `V` (one per layer), in shapes that are the same at
         every step, which is what a compiled step needs: each row reads all `block_size` slots, masked to its own past."""
-        n, dev = self.config.block_size, pos.device
         x, rope = self._decode_input(tokens, pos)
-        mine = torch.arange(n, device=dev) < (pos + 1).clamp(max=n)[:, None]                        # (R, block_size)
-        at = DecodeAt(torch.arange(len(pos), device=dev), pos % n, n, mine[:, None, None], scores=True)
+        at = self._rows_at(pos, self.config.block_size, scores=True)
         for block, k, v in zip(self.blocks, K, V): x = block.decode(x, k, v, at, rope)
         return self.head(x)
 
