@@ -25,7 +25,8 @@ __all__ = ['BENCH_CONFIGS', 'flops_per_token', 'device_name', 'matmul_peak', 'tr
            'weight_floor', 'decode_vs_floor', 'load_nanogpt', 'nanogpt_model', 'interleaved_medians',
            'compare_training', 'compare_generation', 'compare_nanogpt', 'format_comparison', 'nanogpt_data',
            'training_race', 'time_to_quality', 'quality_race', 'run_bench', 'format_bench', 'serving',
-           'concurrent_streams', 'bench_extras', 'tokenizer_speed', 'peak_memory']
+           'concurrent_streams', 'bench_extras', 'default_runs', 'matmul_share', 'speed_goals', 'format_goals',
+           'tokenizer_speed', 'peak_memory']
 
 # %% ../nbs/28_bench.ipynb #ce29f96e
 BENCH_CONFIGS = {
@@ -288,9 +289,9 @@ def nanogpt_data(text_path, out) -> int:
     return len(chars)
 
 # %% ../nbs/28_bench.ipynb #11c14134
-def _run(argv:list, what:str):
-    "Run a whole process (`what` names it in the error if it fails)."
-    r = subprocess.run(argv, capture_output=True, text=True)
+def _run(argv:list, what:str, env:dict|None=None):
+    "Run a whole process (`what` names it in the error if it fails; `env` adds to the environment)."
+    r = subprocess.run(argv, capture_output=True, text=True, env=None if env is None else {**os.environ, **env})
     if r.returncode: raise ChadGPTError(f"{what} failed: {r.stderr.strip()[-800:]}")
 
 def training_race(home, model_py, config:str='small', steps:int|None=None, arch:str='lecture', dtype:str='float32',
@@ -486,6 +487,83 @@ def bench_extras(res:dict, config:str, home, streams:int=0, nanogpt_py=None, log
         lines += [f"  {r['config']:>7} ({r['steps']} steps, batch {r['batch_size']}): chadgpt train {r['chadgpt_s']:.1f} s, "
                   f"nanoGPT {r['nanoGPT_s']:.1f} s: {r['speedup']:.2f}x" for r in res['race']]
     return '\n'.join(lines)
+
+# %% ../nbs/28_bench.ipynb #6cc3ff92
+def default_runs(home, rounds:int=1, log=print) -> dict:
+    """Whole default `chadgpt train` runs on Tiny Shakespeare (the modern preset, 1,000 steps), eager and with
+    `--compile`, in turns: median seconds. Each compiled run starts from an empty inductor cache, as a first run does."""
+    argv = [sys.executable, '-m', 'chadgpt', 'train', '--home', str(get_home(home)), '--name', 'default-run', '--overwrite', '--quiet']
+    _run(argv + ['--max-iters', '1', '--eval-iters', '1'], 'chadgpt train')   # once: its token cache, as any second run has it
+    def compiled():
+        with tempfile.TemporaryDirectory() as d: _run(argv + ['--compile'], 'chadgpt train --compile', {'TORCHINDUCTOR_CACHE_DIR': d})
+    med = interleaved_medians({'eager': lambda: _run(argv, 'chadgpt train'), 'compiled': compiled}, rounds, warmup=0)
+    res = {'eager_s': med['eager'], 'compiled_s': med['compiled'], 'ratio': med['compiled'] / med['eager']}
+    if log: log(f"  default chadgpt train: {res['eager_s']:.1f} s, --compile {res['compiled_s']:.1f} s: {res['ratio']:.2f}x the time")
+    return res
+
+def matmul_share(config:str='small', steps:int=3) -> dict:
+    """Milliseconds of a float32 training step at `config` (lecture preset, under the profiler) and of its matrix
+    multiplies, which run at the CPU's peak in any implementation: with all else free a step is at most `bound` faster."""
+    from torch.profiler import profile
+    cfg, B = BENCH_CONFIGS[config]
+    cpu, m = torch.device('cpu'), GPT(replace(cfg, dropout=0.0))
+    opt, (x, y) = configure_optimizer(m, TrainConfig(), cpu), (torch.randint(cfg.vocab_size, (B, cfg.block_size)) for _ in range(2))
+    for _ in range(2): train_step(m, opt, x, y, cpu, torch.float32)
+    with profile() as prof:
+        for _ in range(steps): train_step(m, opt, x, y, cpu, torch.float32)
+    ev = prof.key_averages()
+    mm = sum(e.self_cpu_time_total for e in ev if e.key in ('aten::mm', 'aten::addmm', 'aten::bmm', 'aten::baddbmm')) / steps / 1e3
+    step = sum(e.self_cpu_time_total for e in ev) / steps / 1e3
+    return {'config': config, 'step_ms': step, 'matmul_ms': mm, 'share': mm / step, 'bound': step / mm}
+
+def speed_goals(home, model_py, rounds:int=3, log=print) -> dict:
+    """Every CPU figure of the speed issue, measured on this machine in one run: whole float32 training runs against
+    nanoGPT's (`training_race`, with the bound `matmul_share` sets) and the default run eager and compiled (`default_runs`); decoding against the weights'
+    floor at the lecture size, both presets, float32 and bf16 weights, eager and compiled (`decode_vs_floor`), and
+    against nanoGPT's at the default size (`compare_generation`); eight streams through `chadgpt serve`, eager and
+    compiled (`concurrent_streams`). Needs Tiny Shakespeare in `home` and nanoGPT's `model.py`."""
+    home, ng, both, presets = get_home(home), load_nanogpt(model_py), (False, True), ('lecture', 'modern')
+    res = {'device': device_name(torch.device('cpu')), 'torch': torch.__version__, 'date': time.strftime('%Y-%m-%d'),
+           'race': [training_race(home, model_py, c, rounds=rounds, log=log) for c in ('small', 'lecture')],
+           'bound': [matmul_share(c) for c in ('small', 'lecture')], 'default': default_runs(home, log=log),
+           'floor': [], 'nanogpt': []}
+    for arch, dt, comp in ((a, d, c) for a in presets for d in (torch.float32, torch.bfloat16) for c in both):
+        res['floor'].append(r := decode_vs_floor('lecture', arch, dt, compiled=comp, rounds=rounds))
+        if log: log(f"  decoding, lecture size, {arch} {r['dtype']} {'compiled' if comp else 'eager'}: {r['ratio']:.2f}x the floor")
+    for arch, comp in ((a, c) for a in presets for c in both):
+        res['nanogpt'].append(g := compare_generation(ng, 200, arch, config='small', rounds=5, compiled=comp))
+        if log: log(f"  decoding, default size, {arch} {'compiled' if comp else 'eager'}: {g['speedup']:.2f}x nanoGPT")
+    res['streams'] = [concurrent_streams(home, 'lecture', 8, 150, rounds=rounds, log=log, compiled=c) for c in both]
+    return res
+
+
+# %% ../nbs/28_bench.ipynb #5ea1b655
+def _both(rows:list, fmt) -> str:
+    "'eager X, compiled Y' of a pair of rows measured without and with the compiled step."
+    return ', '.join(f"{'compiled' if r['compiled'] else 'eager'} {fmt(r)}" for r in rows)
+
+def format_goals(res:dict) -> str:
+    "`speed_goals`' figures as a table, each against the goal the speed issue set."
+    d, x = res['default'], lambda v: f"{v:.2f}x"
+    rows = [(f"whole float32 run, {r['config']} ({r['steps']} steps, batch {r['batch_size']})", ">= 1.3x nanoGPT",
+             f"{x(r['speedup'])} ({r['chadgpt_s']:.1f} s against {r['nanoGPT_s']:.1f} s); matrix multiplies {b['share']:.0%} "
+             f"of a step: at most {x(b['bound'])}") for r, b in zip(res['race'], res['bound'])]
+    rows.append(("default `chadgpt train` (1,000 steps)", "<= 0.8x today's wall time",
+                 f"--compile {x(d['ratio'])} ({d['compiled_s']:.1f} s, from an empty cache, against {d['eager_s']:.1f} s eager)"))
+    for arch in ('lecture', 'modern'):
+        for dt in ('float32', 'bfloat16'):
+            rs = [r for r in res['floor'] if (r['arch'], r['dtype']) == (arch, dt)]
+            rows.append((f"decoding, lecture size, {arch} preset, {dt} weights", "<= 1.3x the floor", _both(rs, lambda r: x(r['ratio']))))
+    for arch in ('lecture', 'modern'):
+        rs = [g for g in res['nanogpt'] if g['arch'] == arch]
+        rows.append((f"decoding, default size, {arch} preset, 200 tokens", ">= 2.5x the 1.03-1.14x of before",
+                     _both(rs, lambda g: x(g['speedup'])) + " nanoGPT"))
+    s = res['streams']
+    rows.append((f"{s[0]['streams']} streams x {s[0]['tokens']} tokens through serve", ">= 4x one stream, all 200",
+                 _both(s, lambda r: x(r['speedup'])) + f"; all 200: {all(r['all_200'] for r in s)}"))
+    return '\n'.join([f"speed goals on {res['device']}, torch {res['torch']}, {res['date']}",
+                      "| figure | goal | measured |", "|---|---|---|", *(f"| {a} | {b} | {c} |" for a, b, c in rows)])
+
 
 # %% ../nbs/28_bench.ipynb #73755438
 def tokenizer_speed(path, specs=('char', 'word', 'gpt2', 'bpe:4096'), log=print) -> list[dict]:

@@ -209,7 +209,10 @@ def _bench_command(sub):
                    "N concurrent generations against one alone (needs the dataset in HOME/data)")
     b.add_argument('--race', action='store_true', help="with --nanogpt: also race whole `chadgpt train --dtype float32` runs "
                    "against nanoGPT training runs at the small and lecture sizes (a few minutes; needs the dataset in HOME/data)")
-    b.add_argument('--home', help="folder holding data/ and models/, for --quality, --streams and --race "
+    b.add_argument('--goals', action='store_true', help="with --nanogpt: instead of the tables, measure every figure of "
+                   "the speed goals on this CPU (whole training runs, decoding against the weights' floor and nanoGPT, "
+                   "8 streams; about half an hour on 2 cores; needs the dataset in HOME/data)")
+    b.add_argument('--home', help="folder holding data/ and models/, for --quality, --streams, --race and --goals "
                    "(default: $CHADGPT_HOME or .)")
 
 def build_parser() -> argparse.ArgumentParser:
@@ -518,13 +521,19 @@ def cmd_serve(args) -> int:
     return 0
 
 def cmd_bench(args) -> int:
-    from chadgpt.bench import run_bench, format_bench, compare_nanogpt, format_comparison, quality_race, bench_extras
+    from chadgpt.bench import run_bench, format_bench, compare_nanogpt, format_comparison, quality_race, bench_extras, speed_goals, format_goals
     for k in ('steps', 'batch_size'):
         if getattr(args, k) is not None and getattr(args, k) < 1: raise ChadGPTError(f"--{k.replace('_', '-')} must be at least 1")
     if args.tokens < 0: raise ChadGPTError(f"--tokens must be 0 or more, got {args.tokens}")
     if args.streams < 0: raise ChadGPTError(f"--streams must be 0 or more, got {args.streams}")
-    if args.race and not args.nanogpt: raise ChadGPTError("--race needs --nanogpt MODEL_PY (third_party/nanogpt/model.py)")
+    for flag in ('race', 'goals'):
+        if getattr(args, flag) and not args.nanogpt: raise ChadGPTError(f"--{flag} needs --nanogpt MODEL_PY (third_party/nanogpt/model.py)")
     log = lambda *a: print(*a, file=sys.stderr, flush=True)    # progress on stderr, the table on stdout
+    if args.goals:
+        res = speed_goals(args.home, args.nanogpt, log=log)
+        print(format_goals(res))
+        if args.json: atomic_write(args.json, json.dumps(res, indent=1))
+        return 0
     res = run_bench(args.config, args.device, compiles=(False,) if args.no_compile else (False, True), steps=args.steps,
                     batch_size=args.batch_size, new_tokens=args.tokens, log=log)
     print(format_bench(res))
