@@ -9,13 +9,13 @@ import torch
 from pathlib import Path
 from . import __version__
 from .core import ChadGPTError, Setting, unalias, atomic_write, safe_join, slug
-from .model import GPTConfig
+from .model import GPTConfig, StreamBatcher
 from .device import resolve_device, resolve_dtype
 from .checkpoint import CHECKPOINTS, CONFIG, checkpoint_step, load_model, models_dir, read_config, read_json
 from .train import (ARCHS, DEFAULT_ARCH, Source, all_settings, arch_configs, split_settings, TrainConfig, train, saved_configs,
                            tensorboard_callback, wandb_callback)
 from .distributed import process_group, restart_count
-from .sample import Sampling, samples
+from .sample import Sampling, samples, pieces_together, in_order
 from .data import read_text
 from dataclasses import replace
 from .tokenizers import TokenizerSpec
@@ -369,12 +369,11 @@ def cmd_sample(args) -> int:
     sampling = Sampling(args.temperature, args.top_k, args.top_p, args.seed, args.repetition_penalty)
     device = resolve_device(args.device)
     model, tok = load_model(args.name, args.home, device, resolve_dtype(args.dtype, device), args.checkpoint)
-    out = sys.stdout
-    for i, sample in enumerate(samples(model, tok, prompt, args.tokens, sampling, args.num_samples, args.stop)):
-        if i: out.write('---\n')
-        out.write(prompt); out.flush()
-        for piece in sample: out.write(piece); out.flush()
-        out.write('\n')
+    runs, out, started = samples(model, tok, prompt, args.tokens, sampling, args.num_samples, args.stop), sys.stdout, -1
+    if len(runs) > 1 and model.config.attention == 'fused': model.batcher = StreamBatcher(model, 4)   # made in shared steps
+    for i, piece in in_order(pieces_together(runs)):                 # and printed one after another, the first as it comes
+        if i > started: out.write(('---\n' if i else '') + prompt); started = i
+        out.write('\n' if piece is None else piece); out.flush()
     return 0
 
 # %% ../nbs/29_cli.ipynb #3c801428

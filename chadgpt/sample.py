@@ -4,7 +4,7 @@
 
 # %% ../nbs/22_sample.ipynb #89063ae8
 from __future__ import annotations
-import queue, threading
+import collections, queue, threading
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, replace
 from typing import Iterator
@@ -15,7 +15,7 @@ from .model import GPT, check_sampling
 
 # %% auto #0
 __all__ = ['Sampling', 'encode_prompt', 'make_generator', 'stream_text', 'generate_text', 'StopAt', 'samples', 'pieces_together',
-           'texts_together']
+           'texts_together', 'in_order']
 
 # %% ../nbs/22_sample.ipynb #181022ee
 def _check_seed(seed):
@@ -148,3 +148,14 @@ def texts_together(runs:list, at_once:int=4) -> list[str]:
     texts = [''] * len(runs)
     for i, piece in pieces_together(runs, at_once): texts[i] += piece or ''
     return texts
+
+def in_order(pairs) -> Iterator[tuple[int, str|None]]:
+    """`pieces_together`'s `(i, piece)` pairs run by run: all of run 0 and its `None`, then run 1, and so on. The run
+    being read comes out as it is made; the later runs' pieces wait for their turn."""
+    held, now = collections.defaultdict(collections.deque), 0
+    for i, x in pairs:
+        held[i].append(x)
+        while held[now]:
+            y = held[now].popleft()
+            yield now, y
+            if y is None: del held[now]; now += 1
