@@ -518,10 +518,11 @@ def matmul_share(config:str='small', steps:int=3) -> dict:
 
 def speed_goals(home, model_py, rounds:int=3, log=print) -> dict:
     """Every CPU figure of the speed issue, measured on this machine in one run: whole float32 training runs against
-    nanoGPT's (`training_race`, with the bound `matmul_share` sets) and the default run eager and compiled (`default_runs`); decoding against the weights'
-    floor at the lecture size, both presets, float32 and bf16 weights, eager and compiled (`decode_vs_floor`), and
-    against nanoGPT's at the default size (`compare_generation`); eight streams through `chadgpt serve`, eager and
-    compiled (`concurrent_streams`). Needs Tiny Shakespeare in `home` and nanoGPT's `model.py`."""
+    nanoGPT's (`training_race`, with the bound `matmul_share` sets) and the default run eager and compiled
+    (`default_runs`); decoding against the weights' floor at the lecture size, both presets, float32 and bf16 weights,
+    eager and compiled (`decode_vs_floor`), and against nanoGPT's at the default size (`compare_generation`); eight
+    streams through `chadgpt serve`, eager and compiled (`concurrent_streams`). Needs Tiny Shakespeare in `home` and
+    nanoGPT's `model.py`."""
     home, ng, both, presets = get_home(home), load_nanogpt(model_py), (False, True), ('lecture', 'modern')
     res = {'device': device_name(torch.device('cpu')), 'torch': torch.__version__, 'date': time.strftime('%Y-%m-%d'),
            'race': [training_race(home, model_py, c, rounds=rounds, log=log) for c in ('small', 'lecture')],
@@ -535,7 +536,6 @@ def speed_goals(home, model_py, rounds:int=3, log=print) -> dict:
         if log: log(f"  decoding, default size, {arch} {'compiled' if comp else 'eager'}: {g['speedup']:.2f}x nanoGPT")
     res['streams'] = [concurrent_streams(home, 'lecture', 8, 150, rounds=rounds, log=log, compiled=c) for c in both]
     return res
-
 
 # %% ../nbs/28_bench.ipynb #5ea1b655
 def _both(rows:list, fmt) -> str:
@@ -563,7 +563,6 @@ def format_goals(res:dict) -> str:
                  _both(s, lambda r: x(r['speedup'])) + f"; all 200: {all(r['all_200'] for r in s)}"))
     return '\n'.join([f"speed goals on {res['device']}, torch {res['torch']}, {res['date']}",
                       "| figure | goal | measured |", "|---|---|---|", *(f"| {a} | {b} | {c} |" for a, b, c in rows)])
-
 
 # %% ../nbs/28_bench.ipynb #73755438
 def tokenizer_speed(path, specs=('char', 'word', 'gpt2', 'bpe:4096'), log=print) -> list[dict]:

@@ -529,6 +529,7 @@ def cmd_bench(args) -> int:
         if getattr(args, flag) and not args.nanogpt: raise ChadGPTError(f"--{flag} needs --nanogpt MODEL_PY (third_party/nanogpt/model.py)")
     log = lambda *a: print(*a, file=sys.stderr, flush=True)    # progress on stderr, the table on stdout
     if args.goals:
+        if args.device not in ('auto', 'cpu'): raise ChadGPTError("--goals measures this machine's CPU: leave out --device")
         res = speed_goals(args.home, args.nanogpt, log=log)
         print(format_goals(res))
         if args.json: atomic_write(args.json, json.dumps(res, indent=1))

@@ -116,6 +116,7 @@ BAD = [
     (['bench', '--streams', '-1'], "--streams must be 0 or more, got -1"),
     (['bench', '--race'], "--race needs --nanogpt MODEL_PY"),
     (['bench', '--goals'], "--goals needs --nanogpt MODEL_PY"),
+    (['bench', '--goals', '--nanogpt', 'm.py', '--device', 'cuda'], "--goals measures this machine's CPU"),
     (['frobnicate'], "invalid choice"),
     (['train', '--config', 'HOME/unknown.toml'], "the config file HOME/unknown.toml, key 'n_layers': not a setting"),
     (['sft', 'tiny', '--config', 'HOME/unknown.toml'], "key 'n_layers': not a setting of this command"),
