@@ -49,10 +49,13 @@ def causal_attention(q, k, v, dropout_p:float=0.0) -> torch.Tensor:
 def masked_attention(q, k, v, mask=None) -> torch.Tensor:
     """Softmax attention of queries `(B, nh, T, hs)` over keys and values `(B, nh, S, hs)` where `mask` (broadcast to
     `(B, nh, T, S)`; `None`: everywhere) allows, as two matrix multiplies around a float32 softmax: what a compiled
-    decoding step fuses best."""
-    w = (q @ k.transpose(-2, -1)).float() * q.shape[-1]**-0.5
+    decoding step fuses best. It rounds where PyTorch's CPU flash kernel does, so bf16 decoding samples the tokens
+    the eager step samples: scores in float32, their exponentials rounded to `v`'s dtype to weigh the values, and
+    the division by their sum last."""
+    w = (q.float() @ k.float().transpose(-2, -1)) * q.shape[-1]**-0.5
     if mask is not None: w = w.masked_fill(~mask, float('-inf'))
-    return w.softmax(-1).to(v.dtype) @ v
+    e = (w - w.amax(-1, keepdim=True)).exp()
+    return ((e.to(v.dtype).float() @ v.float()) / e.sum(-1, keepdim=True)).to(v.dtype)
 
 # %% ../nbs/11_attention.ipynb #041f8b09
 class Head(lecture.Head):

@@ -238,12 +238,15 @@ class GPT(nn.Module):
     def compile_decode(self):
         """Compile generation's steps (`torch.compile`, C++ wrapper): `decode` runs `decode_static`, and `window_logits`
         the whole window, compiled. A small model's tokens come 1.5–3× as fast, after a compile of seconds to a
-        minute on first use, for each number of rows. The logits agree with the eager steps' to float rounding. If
-        compiling fails (no C++ compiler, say), generation warns and stays eager."""
+        minute on first use, for each number of rows. The logits agree with the eager steps' to float rounding; with
+        bf16 weights it rounds where the eager ops round (`emulate_precision_casts`, `masked_attention`), so the sampled
+        tokens are nearly always the eager ones. If compiling fails (no C++ compiler, say), generation warns and stays
+        eager."""
         if self.config.attention != 'fused': raise ChadGPTError("a compiled decoding step needs attention='fused'")
         cfg = torch._dynamo.config         # one compiled step per model and number of rows: room for a store's models
         cfg.recompile_limit = max(cfg.recompile_limit, 64)
-        compiled = lambda f: torch.compile(f, fullgraph=True, dynamic=False, options={'cpp_wrapper': True})
+        opts = {'cpp_wrapper': True, 'emulate_precision_casts': True}       # bf16: rounded where the eager ops round
+        compiled = lambda f: torch.compile(f, fullgraph=True, dynamic=False, options=opts)
         self.compiled = {'decode': compiled(self.decode_static), 'window': compiled(lambda idx: self(idx)[0])}
         return self
 
