@@ -4,7 +4,7 @@
 
 # %% ../nbs/12_model.ipynb #48d2ba7c
 from __future__ import annotations
-import json, math, queue, threading, warnings
+import hashlib, json, math, os, platform, queue, threading, warnings
 from pathlib import Path
 from safetensors import safe_open
 from dataclasses import dataclass, asdict, fields, InitVar
@@ -17,8 +17,8 @@ from .attention import MultiHeadAttention, CausalSelfAttention, DecodeAt, Dropou
 # %% auto #0
 __all__ = ['PRESETS', 'HUB_MODELS', 'GPT2_NAMES', 'head_advice', 'GPTConfig', 'FeedForward', 'make_norm', 'Block', 'GPT',
            'config_from_lecture', 'state_dict_from_lecture', 'check_sampling', 'penalise_repeats', 'pick_next',
-           'sample_next', 'GPTCache', 'DecodeCache', 'StreamBatcher', 'config_from_hf', 'hf_key', 'gpt2_key',
-           'state_dict_from_hf']
+           'sample_next', 'GPTCache', 'DecodeCache', 'StreamBatcher', 'ExportedStep', 'config_from_hf', 'hf_key',
+           'gpt2_key', 'state_dict_from_hf']
 
 # %% ../nbs/12_model.ipynb #b44fd877
 def head_advice(n_embed:int, n_head:int) -> str:
@@ -218,7 +218,7 @@ class GPT(nn.Module):
         "Rows at positions `pos` `(R,)`: each writes slot `pos % block_size` and reads `width` slots, masked to those it has filled."
         n, dev = self.config.block_size, pos.device
         mine = torch.arange(width, device=dev) < (pos + 1).clamp(max=n)[:, None]                     # (R, width)
-        return DecodeAt(torch.arange(len(pos), device=dev), pos % n, width, mine[:, None, None], scores)
+        return DecodeAt(torch.arange(pos.shape[0], device=dev), pos % n, width, mine[:, None, None], scores)  # any rows (`ExportedStep`)
 
     def decode_static(self, K:list, V:list, tokens, pos):
         """`decode`'s logits for every row of the cache buffers `K`, `V` (one per layer), in shapes that are the same at
@@ -236,18 +236,18 @@ class GPT(nn.Module):
         return self(window)[0] if logits is None else logits
 
     def compile_decode(self):
-        """Compile generation's steps (`torch.compile`, C++ wrapper): `decode` runs `decode_static`, and `window_logits`
-        the whole window, compiled. A small model's tokens come 1.5–3× as fast, after a compile of seconds to a
-        minute on first use, for each number of rows. The logits agree with the eager steps' to float rounding; with
-        bf16 weights it rounds where the eager ops round (`emulate_precision_casts`, `masked_attention`), so the sampled
-        tokens are nearly always the eager ones. If compiling fails (no C++ compiler, say), generation warns and stays
-        eager."""
+        """Compile generation's steps: `decode` runs `decode_static` compiled ahead of time into one library for every
+        number of rows (`ExportedStep`), and `window_logits` the whole window through `torch.compile`. A small model's
+        tokens come 1.5–4× as fast, after a compile of tens of seconds on first use (a later process loads the step from
+        inductor's cache). The logits agree with the eager steps' to float rounding; with bf16 weights it rounds where the
+        eager ops round (`emulate_precision_casts`, `masked_attention`), so the sampled tokens are nearly always the eager
+        ones. If compiling fails (no C++ compiler, say), generation warns and stays eager."""
         if self.config.attention != 'fused': raise ChadGPTError("a compiled decoding step needs attention='fused'")
-        cfg = torch._dynamo.config         # one compiled step per model and number of rows: room for a store's models
+        cfg = torch._dynamo.config         # one compiled window per model and number of rows: room for a store's models
         cfg.recompile_limit = max(cfg.recompile_limit, 64)
         opts = {'cpp_wrapper': True, 'emulate_precision_casts': True}       # bf16: rounded where the eager ops round
-        compiled = lambda f: torch.compile(f, fullgraph=True, dynamic=False, options=opts)
-        self.compiled = {'decode': compiled(self.decode_static), 'window': compiled(lambda idx: self(idx)[0])}
+        window = torch.compile(lambda idx: self(idx)[0], fullgraph=True, dynamic=False, options=opts)
+        self.compiled = {'decode': ExportedStep(self, {'emulate_precision_casts': True}), 'window': window}
         return self
 
     def _compiled(self, step:str, *args):
@@ -560,6 +560,70 @@ def _hand(streams:list, run):
             if isinstance(logits, Exception): raise logits
             s.take(logits[i:i + 1])
         except Exception as e: s.out.put(e); s.left = 0
+
+# %% ../nbs/12_model.ipynb #be60d351
+class _DecodeStatic(nn.Module):
+    "`GPT.decode_static` as a module's `forward`, which is what `torch.export` takes."
+    def __init__(self, model:GPT): super().__init__(); self.m = model
+    def forward(self, K:list, V:list, tokens, pos): return self.m.decode_static(K, V, tokens, pos)
+
+class ExportedStep:
+    """`GPT.decode_static` compiled ahead of time (`torch.export`, then AOTInductor): one C++ library for every number
+    of rows, called without dynamo's guards and Python wrapper, reading the model's own weights where they lie. It is
+    built on the first call, for that call's dtype and device, and kept in inductor's cache folder under the hash of
+    what was exported, so another process with a model of the same shape loads it in seconds."""
+    max_rows = 4096
+
+    def __init__(self, model:GPT, options:dict|None=None):
+        self.model, self.options, self.lock = model, options or {}, threading.Lock()
+        self.run, self.kind, self.weights, self.ptrs = None, None, [], None
+
+    def __call__(self, K:list, V:list, tokens, pos):
+        "`decode_static(K, V, tokens, pos)`: it builds on first use, again if the model changed dtype or device."
+        if not 0 < tokens.shape[0] <= self.max_rows: raise ChadGPTError(f"an exported step runs 1 to {self.max_rows} rows")
+        with self.lock:
+            if self.kind != (K[0].dtype, K[0].device): self.build(K[0])
+            if [w.data_ptr() for w in self.weights] != self.ptrs: self.point_at_weights()   # moved since: read them anew
+        return self.run(K, V, tokens, pos)
+
+    def build(self, buf):
+        "Export the step for cache buffers like `buf` (any number of rows), and compile it or load it from the cache."
+        _, nh, n, hs = buf.shape
+        K, V = ([buf.new_zeros(2, nh, n, hs) for _ in self.model.blocks] for _ in 'kv')  # 2 rows: 1 would be fixed
+        tokens, pos = torch.zeros((2, 1), dtype=torch.long, device=buf.device), torch.zeros(2, dtype=torch.long, device=buf.device)
+        rows = torch.export.Dim('rows', min=1, max=self.max_rows)
+        shapes = ([{0: rows}] * len(K), [{0: rows}] * len(V), {0: rows}, {0: rows})
+        with torch.no_grad(): ep = torch.export.export(_DecodeStatic(self.model), (K, V, tokens, pos), dynamic_shapes=shapes, strict=False)
+        self.path = self.package(ep, buf)
+        try: self.run = torch._inductor.aoti_load_package(str(self.path))
+        except Exception:                       # a damaged file in the cache: compiled again
+            self.path.unlink(missing_ok=True); self.run = torch._inductor.aoti_load_package(str(self.package(ep, buf)))
+        self.kind, self.constants, self.ptrs = (buf.dtype, buf.device), dict(ep.constants), None    # weights to load
+
+    def package(self, ep, buf) -> Path:
+        "The compiled library of `ep` (weights left out: they are the model's), from the cache or compiled into it."
+        from torch._inductor.runtime.cache_dir_utils import cache_dir
+        hw = torch.cuda.get_device_capability(buf.device) if buf.is_cuda else torch.backends.cpu.get_cpu_capability()
+        key = [str(ep), torch.__version__, str(hw), platform.machine(), torch.get_num_threads(), sorted(self.options.items())]
+        path = Path(cache_dir()) / 'chadgpt-exported' / f"{hashlib.sha256(repr(key).encode()).hexdigest()[:40]}.pt2"
+        if path.is_file(): return path
+        path.parent.mkdir(parents=True, exist_ok=True)
+        part = path.with_name(f"{path.stem}-{os.getpid()}-{threading.get_ident()}.pt2")    # whole or absent: renamed in
+        try:
+            torch._inductor.aoti_compile_and_package(ep, package_path=str(part),
+                                                     inductor_configs={**self.options, 'aot_inductor.package_constants_in_so': False})
+            os.replace(part, path)
+        finally: part.unlink(missing_ok=True)
+        return path
+
+    def point_at_weights(self):
+        "Give the library the model's weights and buffers, in place (no copy); it reads them at every call."
+        step = _DecodeStatic(self.model)
+        named = {**self.constants, **dict(step.named_parameters(remove_duplicate=False)), **dict(step.named_buffers(remove_duplicate=False))}
+        names = self.run.get_constant_fqns()
+        self.weights = [named[k] for k in names]
+        self.run.load_constants({k: w.detach() for k, w in zip(names, self.weights)}, check_full_update=True, user_managed=True)
+        self.ptrs = [w.data_ptr() for w in self.weights]
 
 # %% ../nbs/12_model.ipynb #1ea9996c
 HUB_MODELS = ('gpt2', 'gpt2-medium', 'gpt2-large', 'gpt2-xl')
