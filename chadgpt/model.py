@@ -198,12 +198,11 @@ class GPT(nn.Module):
         `cache.length` (which then moves on). Every weight is read once for all the rows."""
         R, n, dev = tokens.shape[0], self.config.block_size, tokens.device
         ps = [cache.length] * R if positions is None else positions
-        pos = torch.tensor(ps, device=dev)
-        logits = self._compiled('decode', cache.k, cache.v, tokens, pos) if R == cache.batch else None
+        pos, width = torch.tensor(ps, device=dev), min(max(ps) + 1, n)   # the slots they read: their pasts, at most the window
+        logits = self._compiled('decode', cache.k, cache.v, tokens, pos, torch.tensor(width)) if R == cache.batch else None
         if logits is None:
             x, rope = self._decode_input(tokens, pos)
-            seen = [min(p + 1, n) for p in ps]                 # the slots each row reads: its past, at most the window
-            at = DecodeAt(slice(0, R), ps[0] % n, seen[0]) if len(set(ps)) == 1 else self._rows_at(pos, max(seen))
+            at = DecodeAt(slice(0, R), ps[0] % n, width) if len(set(ps)) == 1 else self._rows_at(pos, width)
             for i, block in enumerate(self.blocks): x = block.decode(x, cache.k[i], cache.v[i], at, rope)
             logits = self.head(x)
         if positions is None: cache.length += 1
@@ -220,11 +219,15 @@ class GPT(nn.Module):
         mine = torch.arange(width, device=dev) < (pos + 1).clamp(max=n)[:, None]                     # (R, width)
         return DecodeAt(torch.arange(pos.shape[0], device=dev), pos % n, width, mine[:, None, None], scores)  # any rows (`ExportedStep`)
 
-    def decode_static(self, K:list, V:list, tokens, pos):
-        """`decode`'s logits for every row of the cache buffers `K`, `V` (one per layer), in shapes that are the same at
-        every step, which is what a compiled step needs: each row reads all `block_size` slots, masked to its own past."""
+    def decode_static(self, K:list, V:list, tokens, pos, width=None):
+        """`decode`'s logits for every row of the cache buffers `K`, `V` (one per layer), in shapes that a compiled step
+        can keep: each row reads the first `width` slots (a 0-d tensor, whose value may change from step to step without
+        compiling again; `None`: all `block_size`), masked to its own past."""
+        n = self.config.block_size
+        w = n if width is None else width.item()
+        torch._check(1 <= w); torch._check(w <= n)          # what an exported step may assume of a width it cannot see
         x, rope = self._decode_input(tokens, pos)
-        at = self._rows_at(pos, self.config.block_size, scores=True)
+        at = self._rows_at(pos, w, scores=True)
         for block, k, v in zip(self.blocks, K, V): x = block.decode(x, k, v, at, rope)
         return self.head(x)
 
@@ -237,11 +240,11 @@ class GPT(nn.Module):
 
     def compile_decode(self):
         """Compile generation's steps: `decode` runs `decode_static` compiled ahead of time into one library for every
-        number of rows (`ExportedStep`), and `window_logits` the whole window through `torch.compile`. A small model's
-        tokens come 1.5–4× as fast, after a compile of tens of seconds on first use (a later process loads the step from
-        inductor's cache). The logits agree with the eager steps' to float rounding; with bf16 weights it rounds where the
-        eager ops round (`emulate_precision_casts`, `masked_attention`), so the sampled tokens are nearly always the eager
-        ones. If compiling fails (no C++ compiler, say), generation warns and stays eager."""
+        number of rows and width (`ExportedStep`), and `window_logits` the whole window through `torch.compile`. A small
+        model's tokens come 1.5–4× as fast, after a compile of tens of seconds on first use (a later process loads the
+        step from inductor's cache). The logits agree with the eager steps' to float rounding; with bf16 weights it
+        rounds where the eager ops round (`emulate_precision_casts`, `masked_attention`), so the sampled tokens are
+        nearly always the eager ones. If compiling fails (no C++ compiler, say), generation warns and stays eager."""
         if self.config.attention != 'fused': raise ChadGPTError("a compiled decoding step needs attention='fused'")
         cfg = torch._dynamo.config         # one compiled window per model and number of rows: room for a store's models
         cfg.recompile_limit = max(cfg.recompile_limit, 64)
@@ -565,11 +568,12 @@ def _hand(streams:list, run):
 class _DecodeStatic(nn.Module):
     "`GPT.decode_static` as a module's `forward`, which is what `torch.export` takes."
     def __init__(self, model:GPT): super().__init__(); self.m = model
-    def forward(self, K:list, V:list, tokens, pos): return self.m.decode_static(K, V, tokens, pos)
+    def forward(self, K:list, V:list, tokens, pos, width): return self.m.decode_static(K, V, tokens, pos, width)
 
 class ExportedStep:
     """`GPT.decode_static` compiled ahead of time (`torch.export`, then AOTInductor): one C++ library for every number
-    of rows, called without dynamo's guards and Python wrapper, reading the model's own weights where they lie. It is
+    of rows and every width, called without dynamo's guards and Python wrapper, reading the model's own weights where
+    they lie. It is
     built on the first call, for that call's dtype and device, and kept in inductor's cache folder under the hash of
     what was exported, so another process with a model of the same shape loads it in seconds."""
     max_rows = 4096
@@ -578,13 +582,13 @@ class ExportedStep:
         self.model, self.options, self.lock = model, options or {}, threading.Lock()
         self.run, self.kind, self.weights, self.ptrs = None, None, [], None
 
-    def __call__(self, K:list, V:list, tokens, pos):
-        "`decode_static(K, V, tokens, pos)`: it builds on first use, again if the model changed dtype or device."
+    def __call__(self, K:list, V:list, tokens, pos, width):
+        "`decode_static(K, V, tokens, pos, width)`: it builds on first use, again if the model changed dtype or device."
         if not 0 < tokens.shape[0] <= self.max_rows: raise ChadGPTError(f"an exported step runs 1 to {self.max_rows} rows")
         with self.lock:
             if self.kind != (K[0].dtype, K[0].device): self.build(K[0])
             if [w.data_ptr() for w in self.weights] != self.ptrs: self.point_at_weights()   # moved since: read them anew
-        return self.run(K, V, tokens, pos)
+        return self.run(K, V, tokens, pos, width)
 
     def build(self, buf):
         "Export the step for cache buffers like `buf` (any number of rows), and compile it or load it from the cache."
@@ -592,8 +596,9 @@ class ExportedStep:
         K, V = ([buf.new_zeros(2, nh, n, hs) for _ in self.model.blocks] for _ in 'kv')  # 2 rows: 1 would be fixed
         tokens, pos = torch.zeros((2, 1), dtype=torch.long, device=buf.device), torch.zeros(2, dtype=torch.long, device=buf.device)
         rows = torch.export.Dim('rows', min=1, max=self.max_rows)
-        shapes = ([{0: rows}] * len(K), [{0: rows}] * len(V), {0: rows}, {0: rows})
-        with torch.no_grad(): ep = torch.export.export(_DecodeStatic(self.model), (K, V, tokens, pos), dynamic_shapes=shapes, strict=False)
+        shapes = ([{0: rows}] * len(K), [{0: rows}] * len(V), {0: rows}, {0: rows}, None)    # and any width: it is a value
+        args = (K, V, tokens, pos, torch.tensor(n))
+        with torch.no_grad(): ep = torch.export.export(_DecodeStatic(self.model), args, dynamic_shapes=shapes, strict=False)
         self.path = self.package(ep, buf)
         try: self.run = torch._inductor.aoti_load_package(str(self.path))
         except Exception:                       # a damaged file in the cache: compiled again
