@@ -586,7 +586,10 @@ class ExportedStep:
         "`decode_static(K, V, tokens, pos, width)`: it builds on first use, again if the model changed dtype or device."
         if not 0 < tokens.shape[0] <= self.max_rows: raise ChadGPTError(f"an exported step runs 1 to {self.max_rows} rows")
         with self.lock:
-            if self.kind != (K[0].dtype, K[0].device): self.build(K[0])
+            if self.kind != (K[0].dtype, K[0].device):
+                with warnings.catch_warnings():      # torch's own pytree deprecation, said once per library loaded
+                    warnings.filterwarnings('ignore', message='.*LeafSpec', category=FutureWarning)
+                    self.build(K[0])
             if [w.data_ptr() for w in self.weights] != self.ptrs: self.point_at_weights()   # moved since: read them anew
         return self.run(K, V, tokens, pos, width)
 
