@@ -255,7 +255,7 @@ class GPT(nn.Module):
 
     def _compiled(self, step:str, *args):
         """The compiled `step`'s result for `args`, or `None`: not compiled, or it failed (it warns, and generation is eager
-        from then on). Tensors go in as copies with standard strides: a view's strides would make it compile again."""
+        from then on). Tensors go in as copies with standard strides, those the steps were compiled for."""
         f = self.compiled.get(step)
         if f is None: return None
         try: return f(*[a if isinstance(a, list) else a.clone(memory_format=torch.contiguous_format) for a in args])
@@ -573,9 +573,8 @@ class _DecodeStatic(nn.Module):
 class ExportedStep:
     """`GPT.decode_static` compiled ahead of time (`torch.export`, then AOTInductor): one C++ library for every number
     of rows and every width, called without dynamo's guards and Python wrapper, reading the model's own weights where
-    they lie. It is
-    built on the first call, for that call's dtype and device, and kept in inductor's cache folder under the hash of
-    what was exported, so another process with a model of the same shape loads it in seconds."""
+    they lie. It is built on the first call, for that call's dtype and device, and kept in inductor's cache folder under
+    the hash of what was exported, so another process with a model of the same shape loads it in seconds."""
     max_rows = 4096
 
     def __init__(self, model:GPT, options:dict|None=None):
@@ -625,7 +624,8 @@ class ExportedStep:
         return path
 
     def point_at_weights(self):
-        "Give the library the model's weights and buffers, in place (no copy); it reads them at every call."
+        """Give the library the model's weights and buffers, in place (no copy); it reads them at every call. Training,
+        `load_state_dict` and `.to()` are followed; a module swapped for another is not (call `compile_decode` again)."""
         step = _DecodeStatic(self.model)
         named = {**self.constants, **dict(step.named_parameters(remove_duplicate=False)), **dict(step.named_buffers(remove_duplicate=False))}
         names = self.run.get_constant_fqns()
