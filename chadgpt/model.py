@@ -15,10 +15,10 @@ from .core import ChadGPTError, check_name, check_settings, setting, unalias
 from .attention import MultiHeadAttention, CausalSelfAttention, DecodeAt, Dropout, Rotary
 
 # %% auto #0
-__all__ = ['PRESETS', 'HUB_MODELS', 'GPT2_NAMES', 'head_advice', 'GPTConfig', 'FeedForward', 'make_norm', 'Block', 'GPT',
-           'config_from_lecture', 'state_dict_from_lecture', 'check_sampling', 'penalise_repeats', 'pick_next',
-           'sample_next', 'GPTCache', 'DecodeCache', 'StreamBatcher', 'ExportedStep', 'config_from_hf', 'hf_key',
-           'gpt2_key', 'state_dict_from_hf']
+__all__ = ['PRESETS', 'HUB_MODELS', 'GPT2_NAMES', 'head_advice', 'GPTConfig', 'ReLUSquared', 'relu_squared', 'FeedForward',
+           'make_norm', 'Block', 'GPT', 'config_from_lecture', 'state_dict_from_lecture', 'check_sampling',
+           'penalise_repeats', 'pick_next', 'sample_next', 'GPTCache', 'DecodeCache', 'StreamBatcher', 'ExportedStep',
+           'config_from_hf', 'hf_key', 'gpt2_key', 'state_dict_from_hf']
 
 # %% ../nbs/12_model.ipynb #b44fd877
 def head_advice(n_embed:int, n_head:int) -> str:
@@ -98,6 +98,23 @@ PRESETS = {   # the model half of each preset; the training half (optimizer, lea
 }
 
 # %% ../nbs/12_model.ipynb #ec622e74
+class ReLUSquared(torch.autograd.Function):
+    """`relu(h)²` in four passes over `h` where autograd's `F.relu(h).square()` takes six (forward: relu, square;
+    backward: `pow`, two products, relu's mask). It keeps `r = relu(h)`: `2·g·r` is the gradient, already zero where
+    `h ≤ 0`. Bit for bit the same values and gradients, since doubling is exact."""
+    @staticmethod
+    def forward(ctx, h):
+        r = F.relu(h)
+        ctx.save_for_backward(r)
+        return r * r
+
+    @staticmethod
+    def backward(ctx, g):
+        r, = ctx.saved_tensors
+        return (g * r).mul_(2)
+
+def relu_squared(h): return ReLUSquared.apply(h) if h.requires_grad else F.relu(h).square()
+
 class FeedForward(nn.Module):
     "Position-wise MLP: `n_embed -> 4·n_embed -> n_embed`, with GELU, ReLU or ReLU² in between."
     def __init__(self, n_embed:int, dropout:float=0.0, gelu:str='exact', activation:str='gelu'):
@@ -110,7 +127,7 @@ class FeedForward(nn.Module):
 
     def forward(self, x):
         h = self.c_fc(x)                                                  # (B, T, 4·C)
-        h = F.relu(h) if self.activation == 'relu' else F.relu(h).square() if self.activation == 'relu2' else self.gelu(h)
+        h = F.relu(h) if self.activation == 'relu' else relu_squared(h) if self.activation == 'relu2' else self.gelu(h)
         return self.dropout(self.c_proj(h))
 
 # %% ../nbs/12_model.ipynb #6b26cdfa
@@ -585,10 +602,7 @@ class ExportedStep:
         "`decode_static(K, V, tokens, pos, width)`: it builds on first use, again if the model changed dtype or device."
         if not 0 < tokens.shape[0] <= self.max_rows: raise ChadGPTError(f"an exported step runs 1 to {self.max_rows} rows")
         with self.lock:
-            if self.kind != (K[0].dtype, K[0].device):
-                with warnings.catch_warnings():      # torch's own pytree deprecation, said once per library loaded
-                    warnings.filterwarnings('ignore', message='.*LeafSpec', category=FutureWarning)
-                    self.build(K[0])
+            if self.kind != (K[0].dtype, K[0].device): self.build(K[0])
             if [w.data_ptr() for w in self.weights] != self.ptrs: self.point_at_weights()   # moved since: read them anew
         return self.run(K, V, tokens, pos, width)
 
@@ -600,11 +614,13 @@ class ExportedStep:
         rows = torch.export.Dim('rows', min=1, max=self.max_rows)
         shapes = ([{0: rows}] * len(K), [{0: rows}] * len(V), {0: rows}, {0: rows}, None)    # and any width: it is a value
         args = (K, V, tokens, pos, torch.tensor(n))
-        with torch.no_grad(): ep = torch.export.export(_DecodeStatic(self.model), args, dynamic_shapes=shapes, strict=False)
-        self.path = self.package(ep, buf)
-        try: self.run = torch._inductor.aoti_load_package(str(self.path))
-        except Exception:                       # a damaged file in the cache: compiled again
-            self.path.unlink(missing_ok=True); self.run = torch._inductor.aoti_load_package(str(self.package(ep, buf)))
+        with torch.no_grad(), warnings.catch_warnings():     # torch's own pytree deprecation, said at each export and load
+            warnings.filterwarnings('ignore', message='.*LeafSpec', category=FutureWarning)
+            ep = torch.export.export(_DecodeStatic(self.model), args, dynamic_shapes=shapes, strict=False)
+            self.path = self.package(ep, buf)
+            try: self.run = torch._inductor.aoti_load_package(str(self.path))
+            except Exception:                   # a damaged file in the cache: compiled again
+                self.path.unlink(missing_ok=True); self.run = torch._inductor.aoti_load_package(str(self.package(ep, buf)))
         self.kind, self.constants, self.ptrs = (buf.dtype, buf.device), dict(ep.constants), None    # weights to load
 
     def package(self, ep, buf) -> Path:
