@@ -18,15 +18,15 @@ from .tokens import array_encoder, read_chunks
 from .data import data_dir
 from .device import cpu_has_bf16, resolve_device, resolve_dtype
 from .optim import configure_optimizer
-from .train import ARCHS, TrainConfig, arch_configs, train, train_step
+from .train import ARCHS, DEFAULT_ARCH, TrainConfig, arch_configs, train, train_step
 
 # %% auto #0
 __all__ = ['BENCH_CONFIGS', 'flops_per_token', 'device_name', 'matmul_peak', 'train_throughput', 'generation_throughput',
            'weight_floor', 'decode_vs_floor', 'load_nanogpt', 'nanogpt_model', 'interleaved_medians',
            'compare_training', 'compare_generation', 'compare_nanogpt', 'format_comparison', 'nanogpt_data',
            'training_race', 'time_to_quality', 'quality_race', 'run_bench', 'format_bench', 'serving',
-           'concurrent_streams', 'bench_extras', 'default_runs', 'matmul_share', 'speed_goals', 'format_goals',
-           'tokenizer_speed', 'peak_memory']
+           'concurrent_streams', 'bench_extras', 'default_runs', 'matmul_share', 'default_step', 'speed_goals',
+           'format_goals', 'tokenizer_speed', 'peak_memory']
 
 # %% ../nbs/28_bench.ipynb #ce29f96e
 BENCH_CONFIGS = {
@@ -501,25 +501,50 @@ def default_runs(home, rounds:int=1, log=print) -> dict:
     if log: log(f"  default chadgpt train: {res['eager_s']:.1f} s, --compile {res['compiled_s']:.1f} s: {res['ratio']:.2f}x the time")
     return res
 
-def matmul_share(config:str='small', steps:int=3) -> dict:
-    """Milliseconds of a float32 training step at `config` (lecture preset, under the profiler) and of its matrix
-    multiplies, which run at the CPU's peak in any implementation: with all else free a step is at most `bound` faster."""
+def _matmul_ms(m, opt, x, y, steps:int) -> tuple[float, float]:
+    "Milliseconds of a float32 `train_step` under the profiler, and of its matrix products, averaged over `steps`."
     from torch.profiler import profile
-    cfg, B = BENCH_CONFIGS[config]
-    cpu, m = torch.device('cpu'), GPT(replace(cfg, dropout=0.0))
-    opt, (x, y) = configure_optimizer(m, TrainConfig(), cpu), (torch.randint(cfg.vocab_size, (B, cfg.block_size)) for _ in range(2))
+    cpu = torch.device('cpu')
     for _ in range(2): train_step(m, opt, x, y, cpu, torch.float32)
     with profile() as prof:
         for _ in range(steps): train_step(m, opt, x, y, cpu, torch.float32)
     ev = prof.key_averages()
-    mm = sum(e.self_cpu_time_total for e in ev if e.key in ('aten::mm', 'aten::addmm', 'aten::bmm', 'aten::baddbmm')) / steps / 1e3
-    step = sum(e.self_cpu_time_total for e in ev) / steps / 1e3
+    mm = sum(e.self_cpu_time_total for e in ev if e.key in ('aten::mm', 'aten::addmm', 'aten::bmm', 'aten::baddbmm'))
+    return sum(e.self_cpu_time_total for e in ev) / steps / 1e3, mm / steps / 1e3
+
+def matmul_share(config:str='small', steps:int=3) -> dict:
+    """Milliseconds of a float32 training step at `config` (lecture preset, under the profiler) and of its matrix
+    multiplies, which run at the CPU's peak in any implementation: with all else free a step is at most `bound` faster."""
+    cfg, B = BENCH_CONFIGS[config]
+    m = GPT(replace(cfg, dropout=0.0))
+    opt, (x, y) = configure_optimizer(m, TrainConfig(), torch.device('cpu')), (torch.randint(cfg.vocab_size, (B, cfg.block_size)) for _ in range(2))
+    step, mm = _matmul_ms(m, opt, x, y, steps)
     return {'config': config, 'step_ms': step, 'matmul_ms': mm, 'share': mm / step, 'bound': step / mm}
+
+def default_step(steps:int=10) -> dict:
+    """Where a step of the default `chadgpt train` goes (the modern preset, batch 16 × 64, Muon, float32): median
+    milliseconds of its forward, backward, gradient clipping and optimizer step, timed apart, and the share of matrix
+    products in it (Muon's Newton–Schulz iteration is matrix products too), under the profiler."""
+    mc, tc = arch_configs(DEFAULT_ARCH, model={'vocab_size': 65})
+    m, cpu = GPT(mc), torch.device('cpu')
+    opt, (x, y) = configure_optimizer(m, tc, cpu), (torch.randint(65, (tc.batch_size, mc.block_size)) for _ in range(2))
+    times = {k: [] for k in ('forward', 'backward', 'clip', 'optimizer')}
+    for i in range(steps + 2):                       # two steps to warm up
+        t0 = time.perf_counter(); loss = m(x, y)[1]
+        t1 = time.perf_counter(); loss.backward()
+        t2 = time.perf_counter(); torch.nn.utils.clip_grad_norm_(m.parameters(), tc.grad_clip)
+        t3 = time.perf_counter(); opt.step(); opt.zero_grad(set_to_none=True)
+        t4 = time.perf_counter()
+        if i >= 2:
+            for k, a, b in zip(times, (t0, t1, t2, t3), (t1, t2, t3, t4)): times[k].append(b - a)
+    res = {f'{k}_ms': statistics.median(v) * 1e3 for k, v in times.items()}
+    step, mm = _matmul_ms(m, opt, x, y, 3)
+    return {**res, 'step_ms': sum(res.values()), 'matmul_share': mm / step}
 
 def speed_goals(home, model_py, rounds:int=3, log=print) -> dict:
     """Every CPU figure of the speed issue, measured on this machine in one run: whole float32 training runs against
     nanoGPT's (`training_race`, with the bound `matmul_share` sets) and the default run eager and compiled
-    (`default_runs`); decoding against the weights' floor at the lecture size, both presets, float32 and bf16 weights,
+    (`default_runs`, with where its step goes: `default_step`); decoding against the weights' floor at the lecture size, both presets, float32 and bf16 weights,
     eager and compiled (`decode_vs_floor`), and against nanoGPT's at the default size (`compare_generation`); eight
     streams through `chadgpt serve`, eager and compiled (`concurrent_streams`). Needs Tiny Shakespeare in `home` and
     nanoGPT's `model.py`."""
@@ -527,6 +552,7 @@ def speed_goals(home, model_py, rounds:int=3, log=print) -> dict:
     res = {'device': device_name(torch.device('cpu')), 'torch': torch.__version__, 'date': time.strftime('%Y-%m-%d'),
            'race': [training_race(home, model_py, c, rounds=rounds, log=log) for c in ('small', 'lecture')],
            'bound': [matmul_share(c) for c in ('small', 'lecture')], 'default': default_runs(home, log=log),
+           'step': default_step(),
            'floor': [], 'nanogpt': []}
     for arch, dt, comp in ((a, d, c) for a in presets for d in (torch.float32, torch.bfloat16) for c in both):
         res['floor'].append(r := decode_vs_floor('lecture', arch, dt, compiled=comp, rounds=rounds))
@@ -548,8 +574,11 @@ def format_goals(res:dict) -> str:
     rows = [(f"whole float32 run, {r['config']} ({r['steps']} steps, batch {r['batch_size']})", ">= 1.3x nanoGPT",
              f"{x(r['speedup'])} ({r['chadgpt_s']:.1f} s against {r['nanoGPT_s']:.1f} s); matrix multiplies {b['share']:.0%} "
              f"of a step: at most {x(b['bound'])}") for r, b in zip(res['race'], res['bound'])]
+    st = res.get('step')
+    where = (f"; a step {st['step_ms']:.0f} ms: forward {st['forward_ms']:.0f}, backward {st['backward_ms']:.0f}, optimizer "
+             f"{st['optimizer_ms']:.0f}, clipping {st['clip_ms']:.0f}; matrix products {st['matmul_share']:.0%}") if st else ''
     rows.append(("default `chadgpt train` (1,000 steps)", "<= 0.8x today's wall time",
-                 f"--compile {x(d['ratio'])} ({d['compiled_s']:.1f} s, from an empty cache, against {d['eager_s']:.1f} s eager)"))
+                 f"--compile {x(d['ratio'])} ({d['compiled_s']:.1f} s, from an empty cache, against {d['eager_s']:.1f} s eager){where}"))
     for arch in ('lecture', 'modern'):
         for dt in ('float32', 'bfloat16'):
             rs = [r for r in res['floor'] if (r['arch'], r['dtype']) == (arch, dt)]
