@@ -543,11 +543,11 @@ def default_step(steps:int=10) -> dict:
 
 def speed_goals(home, model_py, rounds:int=3, log=print) -> dict:
     """Every CPU figure of the speed issue, measured on this machine in one run: whole float32 training runs against
-    nanoGPT's (`training_race`, with the bound `matmul_share` sets) and the default run eager and compiled
-    (`default_runs`, with where its step goes: `default_step`); decoding against the weights' floor at the lecture size, both presets, float32 and bf16 weights,
-    eager and compiled (`decode_vs_floor`), and against nanoGPT's at the default size (`compare_generation`); eight
-    streams through `chadgpt serve`, eager and compiled (`concurrent_streams`). Needs Tiny Shakespeare in `home` and
-    nanoGPT's `model.py`."""
+    nanoGPT's (`training_race`, with the bound `matmul_share` sets); the default run eager and compiled
+    (`default_runs`), with where its step goes (`default_step`); decoding against the weights' floor at the lecture
+    size, both presets, float32 and bf16 weights, eager and compiled (`decode_vs_floor`), and against nanoGPT's at
+    the default size (`compare_generation`); eight streams through `chadgpt serve`, eager and compiled
+    (`concurrent_streams`). Needs Tiny Shakespeare in `home` and nanoGPT's `model.py`."""
     home, ng, both, presets = get_home(home), load_nanogpt(model_py), (False, True), ('lecture', 'modern')
     res = {'device': device_name(torch.device('cpu')), 'torch': torch.__version__, 'date': time.strftime('%Y-%m-%d'),
            'race': [training_race(home, model_py, c, rounds=rounds, log=log) for c in ('small', 'lecture')],
