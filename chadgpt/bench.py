@@ -501,7 +501,7 @@ def default_runs(home, rounds:int=1, log=print) -> dict:
     if log: log(f"  default chadgpt train: {res['eager_s']:.1f} s, --compile {res['compiled_s']:.1f} s: {res['ratio']:.2f}x the time")
     return res
 
-def _matmul_ms(m, opt, x, y, steps:int) -> tuple[float, float]:
+def _profiled_step(m, opt, x, y, steps:int) -> tuple[float, float]:
     "Milliseconds of a float32 `train_step` under the profiler, and of its matrix products, averaged over `steps`."
     from torch.profiler import profile
     cpu = torch.device('cpu')
@@ -518,7 +518,7 @@ def matmul_share(config:str='small', steps:int=3) -> dict:
     cfg, B = BENCH_CONFIGS[config]
     m = GPT(replace(cfg, dropout=0.0))
     opt, (x, y) = configure_optimizer(m, TrainConfig(), torch.device('cpu')), (torch.randint(cfg.vocab_size, (B, cfg.block_size)) for _ in range(2))
-    step, mm = _matmul_ms(m, opt, x, y, steps)
+    step, mm = _profiled_step(m, opt, x, y, steps)
     return {'config': config, 'step_ms': step, 'matmul_ms': mm, 'share': mm / step, 'bound': step / mm}
 
 def default_step(steps:int=10) -> dict:
@@ -538,7 +538,7 @@ def default_step(steps:int=10) -> dict:
         if i >= 2:
             for k, a, b in zip(times, (t0, t1, t2, t3), (t1, t2, t3, t4)): times[k].append(b - a)
     res = {f'{k}_ms': statistics.median(v) * 1e3 for k, v in times.items()}
-    step, mm = _matmul_ms(m, opt, x, y, 3)
+    step, mm = _profiled_step(m, opt, x, y, 3)
     return {**res, 'step_ms': sum(res.values()), 'matmul_share': mm / step}
 
 def speed_goals(home, model_py, rounds:int=3, log=print) -> dict:
