@@ -46,19 +46,22 @@ def orthogonalise(updates:list, coefficients=(3.4445, -4.775, 2.0315), steps:int
 
 class Muon(torch.optim.Muon):
     """`torch.optim.Muon`, computing its Newton–Schulz iteration in `ns_dtype`. PyTorch's always uses bfloat16,
-    which a CPU without AVX512-BF16 or AMX emulates (a step of the default model: 996 ms instead of 77 ms). In
-    float32 it orthogonalises the matrices of one shape together (`orthogonalise`)."""
+    which a CPU without AVX512-BF16 or AMX emulates (a step of the default model: 996 ms instead of 77 ms). It
+    orthogonalises the matrices of one shape together (`orthogonalise`), where PyTorch's does one at a time."""
     def __init__(self, params, ns_dtype=torch.bfloat16, **kw): super().__init__(params, **kw); self.ns_dtype = ns_dtype
 
     @torch.no_grad()
     def step(self, closure=None):
-        if self.ns_dtype == torch.bfloat16: return super().step(closure)
+        loss = None
+        if closure is not None:
+            with torch.enable_grad(): loss = closure()
         for g in self.param_groups:
             ps = [p for p in g['params'] if p.grad is not None]
             updates = [self._momentum(p, g) for p in ps]
             for p, u in zip(ps, orthogonalise(updates, g['ns_coefficients'], g['ns_steps'], g['eps'], self.ns_dtype)):
-                scale = 0.2 * max(p.shape) ** 0.5 if g['adjust_lr_fn'] == 'match_rms_adamw' else max(1, p.shape[0] / p.shape[1]) ** 0.5
+                scale = 0.2 * math.sqrt(max(p.shape)) if g['adjust_lr_fn'] == 'match_rms_adamw' else math.sqrt(max(1, p.shape[0] / p.shape[1]))
                 p.mul_(1 - g['lr'] * g['weight_decay']).add_(u, alpha=-g['lr'] * scale)
+        return loss
 
     def _momentum(self, p, g):
         "`p`'s momentum buffer, updated with its gradient: the update to orthogonalise (Nesterov's, if `g` says so)."
